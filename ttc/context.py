@@ -1,0 +1,132 @@
+"""SearchContext: the only door a strategy has to compute.
+
+A strategy asks its context for samples and scores; the context caps each
+request with the ledger before it is sent, charges what came back, turns
+completions into trajectories (answer extracted, checked against the reference
+when one is known) and records a trace of the search.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from typing import Any, Sequence
+
+from ttc.budget import Ledger, Reservation
+from ttc.interfaces import Generator, Scorer
+from ttc.types import Completion, GenerationRequest, GenerationResult, Problem, SamplingParams, Trajectory
+from verifiers.answers import answers_match, extract_answer
+
+# A step ends at a blank line; the separator stays with the step so that
+# "".join(steps) is exactly the generated text.
+_STEP_SPLIT = re.compile(r"(?<=\n\n)")
+
+
+def split_steps(text: str) -> list[str]:
+    return [s for s in _STEP_SPLIT.split(text) if s] or [""]
+
+
+class SearchContext:
+    def __init__(self, problem: Problem, prompt: str, generator: Generator, ledger: Ledger,
+                 scorer: Scorer | None = None, seed: int | None = None):
+        self.problem = problem
+        self.prompt = prompt
+        self.generator = generator
+        self.ledger = ledger
+        self.scorer = scorer
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.trace: list[dict[str, Any]] = []
+        #: Every trajectory produced so far, so a failure later loses none of them.
+        self.produced: list[Trajectory] = []
+        self._trajectories: dict[int, Trajectory] = {}
+        self.budget_limited = False
+
+    # ---- tracing -------------------------------------------------------------------------------
+    def record(self, event: str, **data: Any) -> None:
+        self.trace.append({"event": event, **data})
+
+    # ---- generation ----------------------------------------------------------------------------
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult | None]:
+        """Send the affordable part of `requests` as one backend batch.
+
+        Each request is capped by the ledger first (fewer samples or fewer
+        tokens); a request that cannot be afforded at all gets None.
+        """
+        planned: list[tuple[int, GenerationRequest, Reservation]] = []
+        for i, req in enumerate(requests):
+            prompt_tokens = self.generator.count_tokens(req.prompt) if self.ledger.needs_prompt_counts else 0
+            params = self.ledger.cap(req.params, prompt_tokens)
+            if params is None:
+                self.budget_limited = True
+                continue
+            if params != req.params:
+                self.budget_limited = True
+                req = GenerationRequest(req.prompt, params)
+            planned.append((i, req, self.ledger.reserve(params, prompt_tokens)))
+        out: list[GenerationResult | None] = [None] * len(requests)
+        if not planned:
+            return out
+        try:
+            call = self.generator.generate([req for _, req, _ in planned])
+            timeout = self.ledger.seconds_left()
+            results = await (asyncio.wait_for(call, timeout) if timeout is not None else call)
+        except asyncio.TimeoutError:
+            self.budget_limited = True
+            self.record("time_budget_exhausted", pending_requests=len(planned))
+            for _, _, r in planned:
+                self.ledger.release(r)
+            return out
+        except BaseException:
+            for _, _, r in planned:
+                self.ledger.release(r)
+            raise
+        for (i, _, r), result in zip(planned, results):
+            self.ledger.settle(r, result)
+            out[i] = result
+            for c in result.completions:  # kept at once, so a later failure loses nothing paid for
+                self._trajectories[id(c)] = self._make_trajectory(c)
+        return out
+
+    async def sample(self, params: SamplingParams, prefix: str = "") -> list[Trajectory]:
+        """`params.n` independent samples of the problem (as one request, so they share prefill)."""
+        (result,) = await self.generate([GenerationRequest(self.prompt + prefix, params)])
+        if result is None:
+            return []
+        return [self.trajectory(c) for c in result.completions]
+
+    def trajectory(self, completion: Completion) -> Trajectory:
+        """The trajectory of a completion this context returned (built once, when it arrived)."""
+        t = self._trajectories.get(id(completion))
+        return t if t is not None else self._make_trajectory(completion)
+
+    def _make_trajectory(self, completion: Completion) -> Trajectory:
+        answer = extract_answer(completion.text)
+        t = Trajectory(
+            steps=split_steps(completion.text),
+            num_tokens=completion.num_tokens,
+            finish_reason=completion.finish_reason,
+            answer=answer,
+            token_logprobs=completion.token_logprobs,
+        )
+        if self.problem.reference is not None:
+            t.correct = answer is not None and answers_match(answer, self.problem.reference)
+        self.produced.append(t)
+        return t
+
+    # ---- scoring -------------------------------------------------------------------------------
+    async def score(self, trajectories: Sequence[Trajectory]) -> list[list[float]] | None:
+        """Per-step scores from the scorer, charged to the ledger; None when the verifier budget is spent."""
+        if self.scorer is None:
+            raise RuntimeError("this strategy needs a scorer, but none was configured")
+        cost = self.scorer.estimate_tokens(self.problem, trajectories)
+        left = self.ledger.verifier_left()
+        if left is not None and cost > left:
+            self.budget_limited = True
+            self.record("verifier_budget_exhausted", needed=cost, left=left)
+            return None
+        result = await self.scorer.score(self.problem, trajectories)
+        self.ledger.charge_verifier(result.verifier_tokens, flops_parameters=self.scorer.num_parameters)
+        for t, s in zip(trajectories, result.step_scores):
+            t.step_scores = list(s)
+        return result.step_scores

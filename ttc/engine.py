@@ -1,0 +1,220 @@
+"""The Engine: loads models once and serves many solves concurrently.
+
+It owns one event loop on a background thread, so the async backends (vLLM's
+AsyncLLM is bound to the loop it starts on) serve callers from any thread and
+any event loop; every concurrent solve lands in the same backend batch.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from typing import Any, Coroutine, Sequence, TypeVar
+
+from strategies.base import Strategy
+from ttc.budget import Budget, Ledger
+from ttc.config import EngineConfig, validate
+from ttc.context import SearchContext
+from ttc.errors import BackendError, BudgetError, ConfigError, SolveError, TTCError
+from ttc.interfaces import Generator, Scorer
+from ttc.registry import BACKENDS, STRATEGIES, VERIFIERS
+from ttc.types import Problem, Solution
+
+T = TypeVar("T")
+
+
+def build_component(registry, name: str, options: dict[str, Any], prefix: str):
+    """Instantiate a registered plugin from its own validated config."""
+    cls = registry.get(name)
+    config = validate(cls.Config, options, prefix=prefix)
+    return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
+
+
+def make_problem(prompt: str | Problem, reference: str | None = None, system: str | None = None) -> Problem:
+    if isinstance(prompt, Problem):
+        problem = prompt
+    elif not isinstance(prompt, str):
+        raise ConfigError(f"prompt must be a string, got {type(prompt).__name__} {prompt!r}")
+    else:
+        problem = Problem(prompt=prompt, reference=reference)
+    if not problem.prompt.strip():
+        raise ConfigError(f"prompt must be a non-empty string, got {problem.prompt!r}")
+    if problem.system is None and system:
+        problem = Problem(problem.prompt, problem.id, problem.reference, system, problem.metadata)
+    return problem
+
+
+class Engine:
+    """Holds the generator (and scorer) and runs strategies against them.
+
+    Pass `generator=` / `scorer=` to inject backends (tests, custom workers);
+    otherwise they are built from `config` on first use.
+    """
+
+    def __init__(self, config: EngineConfig | dict | None = None, *, generator: Generator | None = None,
+                 scorer: Scorer | None = None, **overrides: Any):
+        if isinstance(config, EngineConfig):
+            data = config.model_dump()
+        else:
+            data = dict(config or {})
+        data.update(overrides)
+        self.config = validate(EngineConfig, data)
+        self._generator = generator
+        self._owns_generator = generator is None
+        self._scorer = scorer
+        self._owns_scorer = scorer is None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._problem_slots: asyncio.Semaphore | None = None
+        if self._generator is None:
+            BACKENDS.get(self.config.backend)  # unknown backend: fail now, not at the first solve
+        if self._scorer is None and self.config.verifier is not None:
+            VERIFIERS.get(self.config.verifier)
+
+    # ---- the engine's own event loop ----------------------------------------------------------
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._start_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="ttc-engine", daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+        return self._loop
+
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        loop = self._ensure_loop()
+        if threading.current_thread() is self._thread:
+            coro.close()
+            raise RuntimeError("a blocking Engine call was made from the engine's own thread; await asolve instead")
+        return asyncio.run_coroutine_threadsafe(coro, loop)
+
+    # ---- backends -------------------------------------------------------------------------------
+    def _get_generator(self) -> Generator:
+        if self._generator is None:
+            options = dict(self.config.backend_options)
+            if self.config.backend == "vllm":
+                from ttc.default_model import resolve_model
+
+                options.setdefault("model", resolve_model(self.config.model))
+            elif self.config.model is not None:
+                options.setdefault("model", self.config.model)
+            self._generator = build_component(BACKENDS, self.config.backend, options, "backend_options")
+            if hasattr(self._generator, "start"):
+                self._generator.start()
+        return self._generator
+
+    def _get_scorer(self) -> Scorer | None:
+        if self._scorer is None and self.config.verifier is not None:
+            self._scorer = build_component(VERIFIERS, self.config.verifier, self.config.verifier_options,
+                                           "verifier_options")
+        return self._scorer
+
+    def start(self) -> "Engine":
+        """Load the models now rather than at the first solve (e.g. before timing)."""
+        self._submit(self._astart()).result()
+        return self
+
+    async def _astart(self) -> None:
+        self._get_generator()
+        self._get_scorer()
+
+    # ---- solving ------------------------------------------------------------------------------
+    def _prepare(self, strategy: str, options: dict[str, Any], budget) -> tuple[Strategy, Budget]:
+        if not isinstance(strategy, str):
+            raise ConfigError(f"strategy must be a name, got {strategy!r}")
+        budget = Budget.coerce(budget)
+        strat = STRATEGIES.get(strategy).from_options(options)
+        has_scorer = self._scorer is not None or self.config.verifier is not None
+        strat.check(budget, has_scorer)
+        return strat, budget
+
+    async def _solve(self, problem: Problem, budget, strategy: str, options: dict[str, Any],
+                     seed: int | None) -> Solution:
+        strat, budget = self._prepare(strategy, options, budget)
+        if self._problem_slots is None:
+            self._problem_slots = asyncio.Semaphore(self.config.max_concurrent_problems)
+        async with self._problem_slots:
+            try:
+                generator = self._get_generator()
+            except BackendError:
+                self._generator = None if self._owns_generator else self._generator
+                raise
+            scorer = self._get_scorer()
+            ledger = Ledger(budget, num_parameters=generator.num_parameters)
+            ctx = SearchContext(problem, generator.render_prompt(problem), generator, ledger, scorer,
+                                seed=self.config.seed if seed is None else seed)
+            try:
+                outcome = await strat.run(ctx)
+            except (ConfigError, BudgetError):
+                if not ctx.produced:
+                    raise  # bad input found before any compute was spent
+                raise SolveError("solve failed after spending compute", self._partial(ctx, strat)) from None
+            except Exception as exc:
+                if getattr(generator, "dead", False) and self._owns_generator:
+                    self._generator = None  # the next solve starts a fresh backend
+                cause = str(exc) if isinstance(exc, TTCError) else f"{type(exc).__name__}: {exc}"
+                raise SolveError(f"{strat.name} failed: {cause}", self._partial(ctx, strat)) from exc
+            usage = ledger.finish()
+            metrics = dict(outcome.metrics)
+            metrics["budget_limited"] = ctx.budget_limited
+            return Solution(outcome.answer, strat.name, outcome.best, outcome.candidates, usage, ctx.trace,
+                            metrics, problem)
+
+    @staticmethod
+    def _partial(ctx: SearchContext, strat: Strategy) -> Solution:
+        usage = ctx.ledger.finish()
+        return Solution(None, strat.name, None, list(ctx.produced), usage, ctx.trace, {"failed": True}, ctx.problem)
+
+    async def asolve(self, prompt: str | Problem, budget: Budget | int | dict, strategy: str = "best_of_n", *,
+                     reference: str | None = None, seed: int | None = None, **options: Any) -> Solution:
+        problem = make_problem(prompt, reference, self.config.system_prompt)
+        fut = self._submit(self._solve(problem, budget, strategy, options, seed))
+        return await asyncio.wrap_future(fut)
+
+    def solve(self, prompt: str | Problem, budget: Budget | int | dict, strategy: str = "best_of_n", *,
+              reference: str | None = None, seed: int | None = None, **options: Any) -> Solution:
+        problem = make_problem(prompt, reference, self.config.system_prompt)
+        return self._submit(self._solve(problem, budget, strategy, options, seed)).result()
+
+    async def asolve_many(self, problems: Sequence[str | Problem], budget, strategy: str = "best_of_n", *,
+                          seed: int | None = None, **options: Any) -> list[Solution | TTCError]:
+        """Solve many problems concurrently; a failed problem yields its error, the others still finish."""
+        prepared = [make_problem(p, None, self.config.system_prompt) for p in problems]
+        self._prepare(strategy, options, budget)  # report bad input once, before any work
+
+        async def one(p: Problem):
+            try:
+                return await asyncio.wrap_future(self._submit(self._solve(p, budget, strategy, options, seed)))
+            except TTCError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(p) for p in prepared)))
+
+    def solve_many(self, problems: Sequence[str | Problem], budget, strategy: str = "best_of_n", *,
+                   seed: int | None = None, **options: Any) -> list[Solution | TTCError]:
+        return asyncio.run(self.asolve_many(problems, budget, strategy, seed=seed, **options))
+
+    # ---- shutdown -----------------------------------------------------------------------------
+    async def _aclose(self) -> None:
+        if self._owns_generator and self._generator is not None:
+            await self._generator.aclose()
+        if self._owns_scorer and self._scorer is not None:
+            await self._scorer.aclose()
+        self._generator = None if self._owns_generator else self._generator
+        self._scorer = None if self._owns_scorer else self._scorer
+
+    def close(self) -> None:
+        if self._loop is None:
+            return
+        self._submit(self._aclose()).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+        self._loop = self._thread = None
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,91 @@
+"""One registry per plugin kind: name -> lazily imported "module:Class".
+
+Built-ins are listed here; third-party packages add their own through the
+entry-point groups `ttc.strategies`, `ttc.verifiers` and `ttc.backends`. Nothing
+is imported until a name is looked up, so `import ttc` stays fast.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+from typing import Any
+
+from ttc.errors import ConfigError
+
+
+class Registry:
+    def __init__(self, kind: str, builtins: dict[str, str], entry_point_group: str):
+        self.kind = kind
+        self._targets = dict(builtins)
+        self._group = entry_point_group
+        self._loaded_entry_points = False
+        self._cache: dict[str, Any] = {}
+
+    def _load_entry_points(self) -> None:
+        if self._loaded_entry_points:
+            return
+        self._loaded_entry_points = True
+        for ep in importlib.metadata.entry_points(group=self._group):
+            self._targets.setdefault(ep.name, ep.value)
+
+    def register(self, name: str, target: str | type) -> None:
+        """Add a plugin at run time: a "module:Class" string or the class itself."""
+        if isinstance(target, str):
+            self._targets[name] = target
+        else:
+            self._targets[name] = f"{target.__module__}:{target.__qualname__}"
+            self._cache[name] = target
+
+    def unregister(self, name: str) -> None:
+        self._targets.pop(name, None)
+        self._cache.pop(name, None)
+
+    def names(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(self._targets)
+
+    def get(self, name: str) -> Any:
+        self._load_entry_points()
+        if name in self._cache:
+            return self._cache[name]
+        target = self._targets.get(name)
+        if target is None:
+            close = difflib.get_close_matches(str(name), self.names(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown {self.kind} {name!r}{hint}; valid names are {self.names()}")
+        module_name, _, attr = target.partition(":")
+        obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        self._cache[name] = obj
+        return obj
+
+
+STRATEGIES = Registry(
+    "strategy",
+    {
+        "repeated_sampling": "strategies.repeated_sampling:RepeatedSampling",
+        "best_of_n": "strategies.best_of_n:BestOfN",
+    },
+    "ttc.strategies",
+)
+
+VERIFIERS = Registry(
+    "verifier",
+    {
+        "mean_logprob": "verifiers.logprob:MeanLogprobScorer",
+        "oracle": "verifiers.oracle:OracleScorer",
+    },
+    "ttc.verifiers",
+)
+
+BACKENDS = Registry(
+    "backend",
+    {
+        "vllm": "workers.vllm_local:VLLMGenerator",
+        "openai": "workers.openai_http:OpenAIHTTPGenerator",
+        "fake": "ttc.testing:FakeGenerator",
+    },
+    "ttc.backends",
+)

@@ -1,0 +1,166 @@
+"""Deterministic fakes of the Generator and Scorer interfaces.
+
+Part of the public surface: ttc's own unit tests and plugin authors use them to
+test strategies without a model. They honour the request contract exactly —
+n, max_tokens (one token = one whitespace-separated word), stop strings,
+logprobs, prompt and cached-prompt token counts — so budget tests on the fakes
+mean what they would mean on vLLM.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import re
+from typing import Callable, Mapping, Sequence
+
+from pydantic import Field
+
+from ttc.config import StrictModel
+from ttc.errors import BackendError
+from ttc.interfaces import Generator, Scorer, ScoreResult
+from ttc.types import Completion, GenerationRequest, GenerationResult, Problem, Trajectory
+
+# One fake token = one word and the whitespace after it, so texts re-join exactly.
+_TOKEN = re.compile(r"\s*\S+\s*|\s+")
+TextScript = Callable[[str, random.Random], str]
+
+
+def _rng(*parts: object) -> random.Random:
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def answer_script(answers: Mapping[str, float], steps: int = 3, words_per_step: int = 6) -> TextScript:
+    """A script whose samples reason for `steps` steps, then box an answer drawn with the given weights."""
+    values, weights = list(answers), list(answers.values())
+
+    def script(prompt: str, rng: random.Random) -> str:
+        body = "".join(
+            " ".join(f"w{rng.randrange(1000)}" for _ in range(words_per_step)) + "\n\n" for _ in range(steps)
+        )
+        return body + f"The answer is \\boxed{{{rng.choices(values, weights)[0]}}}"
+
+    return script
+
+
+class FakeGeneratorConfig(StrictModel):
+    """Options of the fake backend when it is chosen by name (backend='fake')."""
+
+    model: str | None = Field(None, description="Ignored; accepted so engine configs can name a model.")
+    answers: dict[str, float] = Field(default_factory=lambda: {"42": 0.6, "41": 0.3, "7": 0.1},
+                                      description="Answer -> sampling weight.")
+    seed: int = Field(0, description="Seed of the scripted randomness.")
+    latency_s: float = Field(0.0, ge=0.0, description="Simulated seconds per generate call.")
+    fail_on_call: int | None = Field(None, ge=1, description="The generate call (1-based) that raises BackendError.")
+
+
+class FakeGenerator(Generator):
+    """Scripted generator: same seed and requests, same completions.
+
+    `script(prompt, rng)` returns the full text a sample would produce; the fake
+    then cuts it at the first stop string or at max_tokens words. A request's
+    randomness depends on (seed, prompt, how many times this prompt was asked,
+    sample index), so repeating a prompt gives fresh but reproducible samples.
+    """
+
+    model_name = "fake"
+    Config = FakeGeneratorConfig
+
+    @classmethod
+    def from_config(cls, config: FakeGeneratorConfig) -> "FakeGenerator":
+        return cls(answer_script(config.answers), seed=config.seed, latency_s=config.latency_s,
+                   fail_on_call=config.fail_on_call)
+
+    def __init__(self, script: TextScript | None = None, *, seed: int = 0, num_parameters: int | None = 1_000_000,
+                 latency_s: float = 0.0, fail_on_call: int | None = None, dies: bool = False):
+        self.script = script or answer_script({"42": 0.6, "41": 0.3, "7": 0.1})
+        self.seed = seed
+        self.num_parameters = num_parameters
+        self.latency_s = latency_s
+        self.fail_on_call = fail_on_call  # 1-based generate() call that raises BackendError
+        self.dies = dies  # after failing, every later call fails too (a dead engine)
+        self.calls: list[list[GenerationRequest]] = []
+        self._asked: dict[str, int] = {}
+        self._seen_prompts: list[list[str]] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def render_prompt(self, problem: Problem) -> str:
+        return (f"[system] {problem.system}\n" if problem.system else "") + f"[user] {problem.prompt}\n[assistant]\n"
+
+    def _cached_tokens(self, words: list[str]) -> int:
+        best = 0
+        for seen in self._seen_prompts:
+            k = 0
+            for a, b in zip(seen, words):
+                if a != b:
+                    break
+                k += 1
+            best = max(best, k)
+        self._seen_prompts.append(words)
+        return best
+
+    def _complete(self, req: GenerationRequest) -> GenerationResult:
+        p = req.params
+        asked = self._asked.get(req.prompt, 0)
+        self._asked[req.prompt] = asked + 1
+        completions = []
+        for i in range(p.n):
+            rng = _rng(self.seed, p.seed, req.prompt, asked, i)
+            text = self.script(req.prompt, rng)
+            reason = "stop"
+            cut = min((text.find(s) for s in p.stop if s and s in text), default=-1)
+            if cut >= 0:
+                stop = next(s for s in p.stop if s and text.find(s) == cut)
+                text = text[: cut + len(stop)]  # like vLLM with include_stop_str_in_output
+            tokens = _TOKEN.findall(text)
+            if len(tokens) > p.max_tokens:
+                tokens, reason = tokens[: p.max_tokens], "length"
+                text = "".join(tokens)
+            n_tokens = len(tokens)
+            logprobs = [-rng.random() for _ in range(n_tokens)] if p.logprobs is not None else None
+            completions.append(Completion(text, n_tokens, reason, logprobs))
+        words = req.prompt.split()
+        return GenerationResult(completions, len(words), self._cached_tokens(words))
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        self.calls.append(list(requests))
+        call = len(self.calls)
+        if self.fail_on_call is not None and (call == self.fail_on_call or (self.dies and call > self.fail_on_call)):
+            raise BackendError(f"fake backend failed on generate call {call}", retryable=not self.dies)
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        return [self._complete(r) for r in requests]
+
+
+class FakeScorer(Scorer):
+    """Scores each step by a function of the trajectory's answer, plus seeded noise.
+
+    `by_answer` maps an answer to its mean score (default 0.5); `noise` is the
+    spread of uniform noise; each scored step costs `tokens_per_step` verifier tokens.
+    """
+
+    name = "fake"
+
+    def __init__(self, by_answer: Mapping[str, float] | None = None, *, noise: float = 0.0, seed: int = 0,
+                 tokens_per_step: int = 10, default: float = 0.5):
+        self.by_answer = dict(by_answer or {})
+        self.noise = noise
+        self.seed = seed
+        self.tokens_per_step = tokens_per_step
+        self.default = default
+        self.calls = 0
+
+    def estimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
+        return sum(len(t.steps) for t in trajectories) * self.tokens_per_step
+
+    async def score(self, problem: Problem, trajectories: Sequence[Trajectory]) -> ScoreResult:
+        self.calls += 1
+        scores = []
+        for t in trajectories:
+            base = self.by_answer.get(t.answer, self.default)
+            rng = _rng(self.seed, problem.prompt, t.text)
+            scores.append([min(1.0, max(0.0, base + self.noise * (rng.random() - 0.5))) for _ in t.steps])
+        return ScoreResult(scores, self.estimate_tokens(problem, trajectories))
