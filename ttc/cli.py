@@ -18,7 +18,7 @@ USAGE_ERRORS = (ConfigError, BudgetError)
 
 def _quiet_backends() -> None:
     # vLLM logs to stdout at INFO by default, which would corrupt --json output.
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default=None, help="generator backend: vllm (default), openai, fake")
     s.add_argument("--model", default=None, help="checkpoint folder or model name (default: embedded SmolLM2-135M)")
     s.add_argument("--base-url", default=None, help="OpenAI-compatible server URL, with --backend openai")
+    s.add_argument("--backend-set", dest="backend_sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="backend option, repeatable (e.g. --backend-set max_model_len=4096)")
     s.add_argument("--verifier", default=None, help="scorer name, e.g. mean_logprob, oracle")
     s.add_argument("--seed", type=int, default=None, help="seed of the strategy's randomness")
     s.add_argument("--json", action="store_true", help="print one JSON object")
@@ -50,15 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _engine_from_args(args):
+    from ttc.config import parse_assignments
     from ttc.engine import Engine
 
-    config: dict = {}
+    config: dict = {"backend_options": parse_assignments(args.backend_sets)}
     if args.backend:
         config["backend"] = args.backend
     if args.model:
         config["model"] = args.model
     if args.base_url:
-        config["backend_options"] = {"base_url": args.base_url}
+        config["backend_options"]["base_url"] = args.base_url
     if args.verifier:
         config["verifier"] = args.verifier
     return Engine(config)

@@ -104,6 +104,8 @@ def _choice_logprobs(lp: Any) -> tuple[int | None, list[float] | None]:
 class OpenAIHTTPGenerator(Generator):
     """Sends each GenerationRequest as one POST {base_url}/completions with n samples."""
 
+    Config = OpenAIHTTPConfig
+
     def __init__(self, config: OpenAIHTTPConfig, *, transport: httpx.AsyncBaseTransport | None = None):
         self.config = config
         self.model_name = config.model

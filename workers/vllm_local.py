@@ -148,6 +148,11 @@ class VLLMGenerator(Generator):
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.exceptions import EngineDeadError
 
+        try:
+            from vllm.exceptions import VLLMClientError  # recent vLLM: bad requests
+        except ImportError:  # older vLLM raises plain ValueError
+            VLLMClientError = ValueError
+
         p = req.params
         sp = VSamplingParams(
             n=p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
@@ -162,7 +167,7 @@ class VLLMGenerator(Generator):
         except EngineDeadError as exc:
             self.dead = True
             raise BackendError(f"the vLLM engine died: {exc}", retryable=False) from exc
-        except ValueError as exc:  # e.g. prompt longer than max_model_len
+        except (ValueError, VLLMClientError) as exc:  # e.g. prompt longer than max_model_len
             raise BackendError(f"vLLM rejected the request: {exc}", retryable=False) from exc
         if final is None:
             raise BackendError("vLLM returned no output for a request", retryable=True)
