@@ -46,13 +46,13 @@ class BestOfN(Strategy):
         candidates = await ctx.sample(self.sampling_params(n, logprobs=logprobs))
         metrics = {"samples_requested": n, "samples": len(candidates), "selection": c.selection}
         if not needs_scores or not candidates:
-            answer, best, votes = majority_vote(candidates)
+            answer, best, votes = await ctx.offload(majority_vote, candidates)
             metrics["votes"] = votes
             return Outcome(answer, best, candidates, metrics)
         step_scores = await ctx.score(candidates)
         if step_scores is None:  # verifier budget spent: fall back to the vote rather than lose the samples
             ctx.record("selection_fallback", reason="verifier budget exhausted", selection="majority")
-            answer, best, votes = majority_vote(candidates)
+            answer, best, votes = await ctx.offload(majority_vote, candidates)
             metrics.update(votes=votes, selection="majority (verifier budget exhausted)")
             return Outcome(answer, best, candidates, metrics)
         scores = [aggregate(s, c.aggregation) for s in step_scores]
@@ -60,5 +60,5 @@ class BestOfN(Strategy):
         if c.selection == "verifier":
             answer, best = best_scored(candidates, scores)
         else:
-            answer, best, metrics["votes"] = majority_vote(candidates, weights=scores)
+            answer, best, metrics["votes"] = await ctx.offload(majority_vote, candidates, scores)
         return Outcome(answer, best, candidates, metrics)

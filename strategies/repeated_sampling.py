@@ -24,7 +24,7 @@ class RepeatedSampling(Strategy):
         n = samples_for_budget(self.config.n, self.config.max_tokens, ctx.ledger.budget)
         ctx.record("sample", n=n, max_tokens=self.config.max_tokens)
         candidates = await ctx.sample(self.sampling_params(n))
-        answer, best, votes = majority_vote(candidates)
+        answer, best, votes = await ctx.offload(majority_vote, candidates)
         metrics = {"samples_requested": n, "samples": len(candidates), "votes": votes}
         if ctx.problem.reference is not None:
             metrics["coverage"] = any(c.correct for c in candidates)

@@ -114,6 +114,11 @@ class SearchContext:
         self.produced.append(t)
         return t
 
+    async def offload(self, fn, *args):
+        """Run slow CPU-side work (answer equivalence checks) off the event loop, so the
+        requests of other problems keep flowing to the backend meanwhile."""
+        return await asyncio.to_thread(fn, *args)
+
     # ---- scoring -------------------------------------------------------------------------------
     async def score(self, trajectories: Sequence[Trajectory]) -> list[list[float]] | None:
         """Per-step scores from the scorer, charged to the ledger; None when the verifier budget is spent."""

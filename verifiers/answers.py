@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+from fractions import Fraction
 import json
 import logging
 import os
@@ -67,9 +68,30 @@ def _last_boxed(text: str) -> str | None:
 
 def _last_answer_phrase(text: str) -> str | None:
     for m in reversed(list(_ANSWER_PHRASE.finditer(text))):
-        answer = _strip_decoration(m.group(1))
+        answer = _answer_like(_strip_decoration(m.group(1)))
         if answer:
             return answer
+    return None
+
+
+# Small models write "the answer is not ...", "the answer is indeed \boxed{}": prose, not
+# answers. Such phrases would enter the vote and cost a math-verify call per pair.
+_PROSE_LEAD = re.compile(r"^(?:[A-Za-z]+[ \t,]+)+(?=[-\u2212$\\(\[{\d.])")
+_MATHY = re.compile(r"[\d$\\^=]")
+_NOT_ANSWERS = frozenset(
+    "not a an the that this it is in to of as be also simply clearly indeed correct incorrect "
+    "written given shown below above following obtained unknown undefined none".split()
+)
+
+
+def _answer_like(x: str) -> str | None:
+    """x if it reads as an answer; prose words before a number or formula are dropped."""
+    if _MATHY.search(x):
+        x = _PROSE_LEAD.sub("", x)  # "ultimately 18" -> "18"
+        return None if x.replace(" ", "") in ("", "\\boxed{}", "\\fbox{}") else x
+    words = x.split()
+    if len(words) == 1 and len(x) <= 24 and x.lower().strip("()") not in _NOT_ANSWERS:
+        return x  # a one-word answer: "Monday", "(B)"
     return None
 
 
@@ -123,10 +145,28 @@ def answers_match(a: str, b: str) -> bool:
     return _equivalent(na, nb)
 
 
+_PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:/\d+)?")
+
+
+def _as_fraction(s: str) -> Fraction | None:
+    """Exact value of a plain number ("12", "-0.5", "3/4"), else None."""
+    if not _PLAIN_NUMBER.fullmatch(s):
+        return None
+    try:
+        return Fraction(s)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
 @functools.lru_cache(maxsize=65536)
 def _equivalent(a: str, b: str) -> bool:
     if a.replace(" ", "") == b.replace(" ", ""):
         return True
+    # Two plain numbers are compared exactly here: most answers are numbers, and the
+    # math-verify round trip (a child process, sympy) is ~1000x slower.
+    fa, fb = _as_fraction(a), _as_fraction(b)
+    if fa is not None and fb is not None:
+        return fa == fb
     return _math_verify.check(a, b)
 
 

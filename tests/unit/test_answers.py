@@ -165,3 +165,16 @@ GROUPS = [
 @pytest.mark.parametrize("given,expected", [row[1:] for row in GROUPS], ids=[row[0] for row in GROUPS])
 def test_group_answers(given, expected):
     assert group_answers(given) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("so the answer is not clear", None),
+    ("the answer is indeed \\boxed{}", None),
+    ("The answer is ultimately 18.", "18"),
+    ("the answer is written in the answer", None),
+    ("The answer is Monday.", "Monday"),
+    ("The answer is (B).", "(B)"),
+], ids=["not", "empty-box", "prose-before-number", "prose", "one-word", "choice"])
+def test_prose_after_answer_is_not_taken_for_an_answer(text, expected):
+    # Small models write such phrases; taken as answers they would split the vote.
+    assert extract_answer(text) == expected
