@@ -21,7 +21,9 @@ $(VENV)/.ttc-installed: pyproject.toml ttc/bootstrap.py
 	@touch $@
 
 setup: $(VENV)/.ttc-installed
+ifneq (,$(findstring cpu,$(EXTRAS)))
 	@$(PY) -m ttc.default_model >/dev/null
+endif
 
 run: setup
 	@$(VENV)/bin/ttc solve "$(PROMPT)" --budget $(BUDGET) --strategy $(STRATEGY)

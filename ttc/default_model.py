@@ -91,4 +91,8 @@ def resolve_model(model: str | None) -> str:
 
 
 if __name__ == "__main__":
-    print(ensure_default_model())
+    try:
+        print(ensure_default_model())
+    except ConfigError as exc:
+        print(f"[ttc] error: {exc}", file=sys.stderr)
+        sys.exit(2)
