@@ -27,7 +27,13 @@ def say(msg: str) -> None:
 
 
 def pip(*args: str) -> None:
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", *args])
+    # pip's output is kept back unless the install fails: its resolver warns about the
+    # CUDA packages left out on purpose, which would only alarm a new user.
+    cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", *args]
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode != 0:
+        print(done.stdout, file=sys.stderr)
+        raise SystemExit(f"[ttc setup] failed: {' '.join(cmd)} (exit {done.returncode})")
 
 
 def installed(dist: str) -> str | None:

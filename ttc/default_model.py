@@ -60,7 +60,9 @@ def ensure_default_model(log=lambda msg: print(f"[ttc] {msg}", file=sys.stderr, 
     tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-        model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.bfloat16)
+        # Dequantised in float32 (transformers' fast path), stored in bfloat16 (half the disk, what vLLM runs).
+        model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
+        model = model.to(torch.bfloat16)
         # The GGUF weights are dequantised on load; drop the GGUF "quantiser" so the
         # plain tensors can be saved as an ordinary checkpoint.
         model.hf_quantizer = None

@@ -151,8 +151,12 @@ class Engine:
                     raise  # bad input found before any compute was spent
                 raise SolveError("solve failed after spending compute", self._partial(ctx, strat)) from None
             except Exception as exc:
-                if getattr(generator, "dead", False) and self._owns_generator:
+                if getattr(generator, "dead", False) and self._owns_generator and self._generator is generator:
                     self._generator = None  # the next solve starts a fresh backend
+                    try:
+                        await generator.aclose()
+                    except Exception:  # a dead backend may fail to close; its replacement matters more
+                        pass
                 cause = str(exc) if isinstance(exc, TTCError) else f"{type(exc).__name__}: {exc}"
                 raise SolveError(f"{strat.name} failed: {cause}", self._partial(ctx, strat)) from exc
             usage = ledger.finish()
