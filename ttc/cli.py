@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--verifier", default=None, help="scorer name, e.g. mean_logprob, oracle")
     s.add_argument("--seed", type=int, default=None, help="seed of the strategy's randomness")
     s.add_argument("--json", action="store_true", help="print one JSON object")
+
+    r = sub.add_parser("run", help="run a YAML recipe over a dataset (resumes where it stopped)")
+    r.add_argument("recipe", help="path of the recipe file")
+    r.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. strategy.n=16")
+    r.add_argument("--dry-run", action="store_true",
+                   help="validate and run on the fake backend with 3 problems, into a temporary folder")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -91,12 +98,38 @@ def cmd_solve(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    import tempfile
+
+    from ttc.config import parse_assignments
+    from ttc.recipe import load_recipe
+    from ttc.runner import run_recipe
+
+    overrides = parse_assignments(args.overrides)
+    if args.dry_run:
+        overrides.update({"generator.backend": "fake", "generator.model": None, "generator.options": {},
+                          "dataset.limit": 3, "output": tempfile.mkdtemp(prefix="ttc-dry-run-")})
+    recipe = load_recipe(args.recipe, overrides)
+    summary = run_recipe(recipe, progress=not args.no_progress)
+    out = recipe.output_dir()
+    print(f"results: {out / 'results.jsonl'}")
+    for row in summary["table"]:
+        acc = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.1%}"
+        tokens = row["mean_generated_tokens"] or 0
+        print(f"  {row['config']:<48} problems={row['problems']:<5} accuracy={acc:<7} tokens/problem={tokens:.0f}")
+    if summary.get("plots"):
+        print(f"plots: {', '.join(str(out / p) for p in summary['plots'])}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_backends()
     try:
         if args.command == "solve":
             return cmd_solve(args)
+        if args.command == "run":
+            return cmd_run(args)
     except USAGE_ERRORS as exc:
         print(f"ttc: error: {exc}", file=sys.stderr)
         return 2
@@ -107,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BackendError, TTCError) as exc:
         print(f"ttc: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("ttc: interrupted; finished results are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
     return 2
 
 

@@ -1,0 +1,140 @@
+"""metrics.json and plots for a run, computed from results.jsonl alone.
+
+Reading only the results log (never in-memory state) means a resumed run, or a
+run killed and reported later, gets exactly the same report.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from ttc import metrics as M
+
+
+def _powers_of_two(n: int) -> list[int]:
+    ks, k = [], 1
+    while k <= n:
+        ks.append(k)
+        k *= 2
+    return ks
+
+
+def _scaling_curves(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """coverage@k, maj@k (and weighted@k / best-of@k with scores), subsampled from one large-N run."""
+    judged = [r for r in records if r["reference"] is not None and r["candidates"]]
+    if not judged:
+        return None
+    n_min = min(len(r["candidates"]) for r in judged)
+    if n_min < 2:
+        return None
+    from verifiers.answers import answers_match
+
+    problems = [[M.Sample(c["answer"], bool(c["correct"]), c.get("score")) for c in r["candidates"]] for r in judged]
+    ks = _powers_of_two(n_min)
+    methods = ["coverage", "majority"]
+    if all(s.score is not None for p in problems for s in p):
+        methods += ["weighted", "best_of"]
+    curves = {m: M.selection_curve(problems, ks, m, equivalent=answers_match) for m in methods}
+    out: dict[str, Any] = {"ks": ks, "problems": len(problems), "curves": curves}
+    cov = [row["value"] for row in curves["coverage"]]
+    try:
+        fit = M.fit_power_law_coverage(ks, cov)
+        out["coverage_power_law"] = {"a": fit.a, "b": fit.b, "r2": fit.r2}
+    except ValueError as exc:
+        out["coverage_power_law"] = {"error": str(exc)}
+    return out
+
+
+def summarize(configs: Sequence[Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    by_config: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        by_config[r["config"]].append(r)
+    summary: dict[str, Any] = {"configs": {}, "table": []}
+    for c in configs:
+        rs = by_config.get(c.label, [])
+        judged = [bool(r["correct"]) for r in rs if r["correct"] is not None]
+        entry = {
+            "strategy": c.strategy_label, "budget": c.budget.to_dict(), "seed": c.seed, "problems": len(rs),
+            "accuracy": M.accuracy(judged) if judged else None,
+            **M.usage_per_problem([r["usage"] for r in rs]),
+        }
+        curves = _scaling_curves(rs)
+        if curves:
+            entry["scaling"] = curves
+        summary["configs"][c.label] = entry
+        summary["table"].append({
+            "config": c.label, "strategy": c.strategy_label, "budget": c.budget.to_dict(), "seed": c.seed,
+            "problems": len(rs), "accuracy": entry["accuracy"],
+            "mean_generated_tokens": entry.get("mean_generated_tokens"),
+        })
+    return summary
+
+
+def plot(summary: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    lines: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for row in summary["table"]:
+        if row["accuracy"] is not None and row["mean_generated_tokens"]:
+            lines[row["strategy"]].append((row["mean_generated_tokens"], row["accuracy"]))
+    if lines:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for name, pts in sorted(lines.items()):
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("generated tokens per problem (mean)")
+        ax.set_ylabel("accuracy")
+        ax.set_title("Accuracy vs compute, at matched token budgets")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "accuracy_vs_tokens.png", dpi=120)
+        plt.close(fig)
+        written.append("accuracy_vs_tokens.png")
+    scaled = {label: c["scaling"] for label, c in summary["configs"].items() if "scaling" in c}
+    for i, (label, sc) in enumerate(sorted(scaled.items())):
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for method, rows in sc["curves"].items():
+            ks = [r["k"] for r in rows]
+            ax.plot(ks, [r["value"] for r in rows], marker="o", label=f"{method}@k")
+            ax.fill_between(ks, [r["low"] for r in rows], [r["high"] for r in rows], alpha=0.15)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("samples k")
+        ax.set_ylabel("fraction of problems solved")
+        ax.set_title(f"{label}: {sc['problems']} problems (95% bootstrap bands)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        name = "scaling.png" if len(scaled) == 1 else f"scaling_{i}.png"
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
+def _clean(x: Any) -> Any:
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_clean(v) for v in x]
+    return x
+
+
+def write_report(out: Path, configs: Sequence[Any], records: list[dict[str, Any]], *,
+                 make_plots: bool = True) -> dict[str, Any]:
+    summary = summarize(configs, records)
+    if make_plots:
+        summary["plots"] = plot(summary, out)
+    (out / "metrics.json").write_text(json.dumps(_clean(summary), indent=2))
+    return summary

@@ -1,0 +1,131 @@
+"""`ttc run`: every problem of a recipe through one engine, concurrently, resumable.
+
+All (strategy x budget x seed x problem) solves are in flight together, bounded
+by the recipe's concurrency, so the backend sees one large continuous batch.
+Each finished problem is appended to results.jsonl at once; a rerun skips what
+is there. Failed problems go to errors.jsonl and are retried on the next run.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ttc.budget import Budget
+from ttc.datasets import load_problems
+from ttc.engine import Engine
+from ttc.errors import TTCError
+from ttc.recipe import Recipe
+from ttc.results import ResultsLog, record_key, solution_record
+from ttc.types import Problem
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One cell of a sweep: a strategy with its options, a budget and a seed."""
+
+    label: str
+    strategy_label: str
+    strategy: str
+    options: dict[str, Any]
+    budget: Budget
+    seed: int
+
+
+def budget_label(b: Budget) -> str:
+    if list(b.to_dict()) == ["generated_tokens"]:
+        return str(b.generated_tokens)
+    return ",".join(f"{k}={v:g}" for k, v in b.to_dict().items())
+
+
+def expand(recipe: Recipe) -> list[RunConfig]:
+    configs = []
+    for seed in recipe.seeds:
+        for spec in recipe.strategies:
+            for budget in recipe.budgets:
+                label = f"{spec.display()}@{budget_label(budget)}"
+                if len(recipe.seeds) > 1:
+                    label += f"#seed{seed}"
+                configs.append(RunConfig(label, spec.display(), spec.name, recipe.strategy_options(spec), budget, seed))
+    return configs
+
+
+class Progress:
+    """Problems done, running accuracy, tokens spent and tokens/s, on one stderr line."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.done, self.correct, self.judged, self.tokens, self.errors = total, 0, 0, 0, 0, 0
+        self.start = time.monotonic()
+        self.bar = None
+        if enabled and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="problem", file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, record: dict[str, Any] | None) -> None:
+        if record is None:
+            self.errors += 1
+        else:
+            self.done += 1
+            self.tokens += record["usage"]["generated_tokens"]
+            if record["correct"] is not None:
+                self.judged += 1
+                self.correct += bool(record["correct"])
+        if self.bar is not None:
+            rate = self.tokens / max(time.monotonic() - self.start, 1e-9)
+            acc = f"{self.correct / self.judged:.1%}" if self.judged else "n/a"
+            self.bar.set_postfix_str(f"acc={acc} tokens={self.tokens} tok/s={rate:.0f} errors={self.errors}")
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, progress: bool = True,
+                           base_dir: Path | None = None, make_plots: bool = True) -> dict[str, Any]:
+    """Run what is not yet in results.jsonl; write metrics.json and plots from all results."""
+    from ttc.report import write_report
+
+    out = recipe.output_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
+    problems = load_problems(recipe.dataset, base_dir=base_dir)
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        raise TTCError("dataset has duplicate problem ids; results could not be resumed safely")
+    log = ResultsLog(out / "results.jsonl")
+    errors = ResultsLog(out / "errors.jsonl")
+    done = {record_key(r) for r in log.load()}
+    configs = expand(recipe)
+    todo = [(c, p) for c in configs for p in problems if (c.label, p.id) not in done]
+    bar = Progress(len(todo), progress)
+    own_engine = engine is None
+    engine = engine or Engine(recipe.engine_config())
+    try:
+        async def one(config: RunConfig, problem: Problem) -> None:
+            try:
+                sol = await engine.asolve(problem, config.budget, config.strategy, seed=config.seed, **config.options)
+            except TTCError as exc:
+                errors.append({"config": config.label, "id": problem.id, "error": str(exc), "time": time.time()})
+                bar.update(None)
+                return
+            record = solution_record(sol, config=config.label, strategy=config.strategy_label,
+                                     budget=config.budget.to_dict(), seed=config.seed)
+            log.append(record)
+            bar.update(record)
+
+        await asyncio.gather(*(one(c, p) for c, p in todo))
+    finally:
+        bar.close()
+        if own_engine:
+            await asyncio.to_thread(engine.close)
+    return write_report(out, configs, log.load(), make_plots=make_plots)
+
+
+def run_recipe(recipe: Recipe, **kwargs) -> dict[str, Any]:
+    return asyncio.run(run_recipe_async(recipe, **kwargs))
