@@ -51,6 +51,8 @@ class Strategy(abc.ABC):
         """Reject a run that cannot work before any compute is spent."""
         if self.needs_scorer and not has_scorer:
             raise ConfigError(f"strategy {self.name!r} needs a verifier; set one (e.g. verifier='mean_logprob')")
+        if isinstance(self.config, SampledStrategyConfig):
+            samples_for_budget(self.config.n, self.config.max_tokens, budget)  # raises if it cannot pay for one
 
     @abc.abstractmethod
     async def run(self, ctx: SearchContext) -> Outcome:

@@ -31,6 +31,7 @@ class BestOfN(Strategy):
     Config = BestOfNConfig
 
     def check(self, budget: Budget, has_scorer: bool) -> None:
+        super().check(budget, has_scorer)
         if self.config.selection != "majority" and not has_scorer:
             raise ConfigError(
                 f"best_of_n.selection={self.config.selection!r} needs a verifier; "

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
 from ttc.budget import Budget
 from ttc.config import EngineConfig, StrictModel, validate
@@ -71,6 +71,8 @@ class Recipe(StrictModel):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Seeds; each is a full repeat.")
     concurrency: int = Field(64, ge=1, description="Problems in flight at once.")
     output: str = Field("runs/{name}", description="Output folder; {name} is replaced by the recipe name.")
+    #: Folder of the recipe file: relative dataset paths are resolved against it.
+    _base_dir: Path | None = PrivateAttr(None)
 
     @field_validator("strategy", mode="after")
     @classmethod
@@ -196,5 +198,7 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    return parse_recipe(data, overrides, source=str(path))
+    recipe = parse_recipe(data, overrides, source=str(path))
+    recipe._base_dir = path.resolve().parent
+    return recipe
 

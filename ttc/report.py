@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
@@ -53,6 +54,10 @@ def summarize(configs: Sequence[Any], records: list[dict[str, Any]]) -> dict[str
     for r in records:
         by_config[r["config"]].append(r)
     summary: dict[str, Any] = {"configs": {}, "table": []}
+    largest: set[str] = set()
+    for key in {(c.strategy_label, c.seed) for c in configs}:
+        group = [c for c in configs if (c.strategy_label, c.seed) == key]
+        largest.add(max(group, key=lambda c: c.budget.generated_tokens or 0).label)
     for c in configs:
         rs = by_config.get(c.label, [])
         judged = [bool(r["correct"]) for r in rs if r["correct"] is not None]
@@ -61,7 +66,8 @@ def summarize(configs: Sequence[Any], records: list[dict[str, Any]]) -> dict[str
             "accuracy": M.accuracy(judged) if judged else None,
             **M.usage_per_problem([r["usage"] for r in rs]),
         }
-        curves = _scaling_curves(rs)
+        # Scaling curves come from the largest budget of each strategy: one large-N run gives every k.
+        curves = _scaling_curves(rs) if c.label in largest else None
         if curves:
             entry["scaling"] = curves
         summary["configs"][c.label] = entry
@@ -100,7 +106,7 @@ def plot(summary: dict[str, Any], out: Path) -> list[str]:
         plt.close(fig)
         written.append("accuracy_vs_tokens.png")
     scaled = {label: c["scaling"] for label, c in summary["configs"].items() if "scaling" in c}
-    for i, (label, sc) in enumerate(sorted(scaled.items())):
+    for label, sc in sorted(scaled.items()):
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for method, rows in sc["curves"].items():
             ks = [r["k"] for r in rows]
@@ -113,7 +119,8 @@ def plot(summary: dict[str, Any], out: Path) -> list[str]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        name = "scaling.png" if len(scaled) == 1 else f"scaling_{i}.png"
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
+        name = "scaling.png" if len(scaled) == 1 else f"scaling_{slug}.png"
         fig.savefig(out / name, dpi=120)
         plt.close(fig)
         written.append(name)

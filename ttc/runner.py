@@ -64,7 +64,8 @@ class Progress:
         if enabled and total:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="problem", file=sys.stderr, dynamic_ncols=True)
+            # disable=False explicitly: the CLI sets TQDM_DISABLE to silence backend progress bars.
+            self.bar = tqdm(total=total, unit="problem", file=sys.stderr, dynamic_ncols=True, disable=False)
 
     def update(self, record: dict[str, Any] | None) -> None:
         if record is None:
@@ -94,7 +95,7 @@ async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, prog
     out = recipe.output_dir()
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
-    problems = load_problems(recipe.dataset, base_dir=base_dir)
+    problems = load_problems(recipe.dataset, base_dir=base_dir or recipe._base_dir)
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
         raise TTCError("dataset has duplicate problem ids; results could not be resumed safely")
