@@ -40,6 +40,7 @@ class SearchContext:
         #: Every trajectory produced so far, so a failure later loses none of them.
         self.produced: list[Trajectory] = []
         self._trajectories: dict[int, Trajectory] = {}
+        self._node_ids = 0
         self.budget_limited = False
 
     # ---- tracing -------------------------------------------------------------------------------
@@ -47,7 +48,12 @@ class SearchContext:
         self.trace.append({"event": event, **data})
 
     # ---- generation ----------------------------------------------------------------------------
-    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult | None]:
+    def next_node_id(self) -> int:
+        self._node_ids += 1
+        return self._node_ids
+
+    async def generate(self, requests: Sequence[GenerationRequest], *, keep: bool = True
+                       ) -> list[GenerationResult | None]:
         """Send the affordable part of `requests` as one backend batch.
 
         Each request is capped by the ledger first (fewer samples or fewer
@@ -84,8 +90,9 @@ class SearchContext:
         for (i, _, r), result in zip(planned, results):
             self.ledger.settle(r, result)
             out[i] = result
-            for c in result.completions:  # kept at once, so a later failure loses nothing paid for
-                self._trajectories[id(c)] = self._make_trajectory(c)
+            if keep:  # kept at once, so a later failure loses nothing paid for
+                for c in result.completions:
+                    self._trajectories[id(c)] = self._make_trajectory(c)
         return out
 
     async def sample(self, params: SamplingParams, prefix: str = "") -> list[Trajectory]:
@@ -101,16 +108,19 @@ class SearchContext:
         return t if t is not None else self._make_trajectory(completion)
 
     def _make_trajectory(self, completion: Completion) -> Trajectory:
-        answer = extract_answer(completion.text)
         t = Trajectory(
             steps=split_steps(completion.text),
             num_tokens=completion.num_tokens,
             finish_reason=completion.finish_reason,
-            answer=answer,
             token_logprobs=completion.token_logprobs,
         )
+        return self.keep(t)
+
+    def keep(self, t: Trajectory) -> Trajectory:
+        """Extract the answer, judge it when the reference is known, and record the trajectory."""
+        t.answer = extract_answer(t.text)
         if self.problem.reference is not None:
-            t.correct = answer is not None and answers_match(answer, self.problem.reference)
+            t.correct = t.answer is not None and answers_match(t.answer, self.problem.reference)
         self.produced.append(t)
         return t
 

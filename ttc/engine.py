@@ -108,6 +108,10 @@ class Engine:
         if self._scorer is None and self.config.verifier is not None:
             self._scorer = build_component(VERIFIERS, self.config.verifier, self.config.verifier_options,
                                            "verifier_options")
+        if self._scorer is not None and hasattr(self._scorer, "bind"):
+            generator = self._get_generator()
+            if getattr(self._scorer, "generator", None) is not generator:
+                self._scorer.bind(generator)  # self-judging scorers use the policy itself
         return self._scorer
 
     def start(self) -> "Engine":

@@ -67,6 +67,10 @@ STRATEGIES = Registry(
     {
         "repeated_sampling": "strategies.repeated_sampling:RepeatedSampling",
         "best_of_n": "strategies.best_of_n:BestOfN",
+        "beam_search": "strategies.beam_search:BeamSearch",
+        "dvts": "strategies.dvts:DVTS",
+        "rebase": "strategies.rebase:Rebase",
+        "particle_filtering": "strategies.particle_filtering:ParticleFiltering",
     },
     "ttc.strategies",
 )
@@ -76,6 +80,9 @@ VERIFIERS = Registry(
     {
         "mean_logprob": "verifiers.logprob:MeanLogprobScorer",
         "oracle": "verifiers.oracle:OracleScorer",
+        "self_eval": "verifiers.self_eval:SelfEvalScorer",
+        "prm_transformers": "verifiers.prm_transformers:TransformersPRMScorer",
+        "prm_vllm": "verifiers.prm_vllm:VLLMPRMScorer",
     },
     "ttc.verifiers",
 )

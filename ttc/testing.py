@@ -32,12 +32,19 @@ def _rng(*parts: object) -> random.Random:
 
 
 def answer_script(answers: Mapping[str, float], steps: int = 3, words_per_step: int = 6) -> TextScript:
-    """A script whose samples reason for `steps` steps, then box an answer drawn with the given weights."""
+    """A script whose samples reason for `steps` steps, then box an answer drawn with the given weights.
+
+    It is step-aware: a continuation request (the prompt already holds k steps after the
+    "[assistant]" marker of `FakeGenerator.render_prompt`) gets the remaining steps only, so
+    step-level searches grow trajectories exactly as they would on a real model.
+    """
     values, weights = list(answers), list(answers.values())
 
     def script(prompt: str, rng: random.Random) -> str:
+        so_far = prompt.rpartition("[assistant]\n")[2].count("\n\n")
         body = "".join(
-            " ".join(f"w{rng.randrange(1000)}" for _ in range(words_per_step)) + "\n\n" for _ in range(steps)
+            " ".join(f"w{rng.randrange(1000)}" for _ in range(words_per_step)) + "\n\n"
+            for _ in range(max(0, steps - so_far))
         )
         return body + f"The answer is \\boxed{{{rng.choices(values, weights)[0]}}}"
 
@@ -110,18 +117,22 @@ class FakeGenerator(Generator):
         for i in range(p.n):
             rng = _rng(self.seed, p.seed, req.prompt, asked, i)
             text = self.script(req.prompt, rng)
-            reason = "stop"
+            reason, stop = "stop", None
             cut = min((text.find(s) for s in p.stop if s and s in text), default=-1)
             if cut >= 0:
                 stop = next(s for s in p.stop if s and text.find(s) == cut)
-                text = text[: cut + len(stop)]  # like vLLM with include_stop_str_in_output
+                text = text[: cut + len(stop)]  # the stop string stays in the text, as with every backend
             tokens = _TOKEN.findall(text)
             if len(tokens) > p.max_tokens:
-                tokens, reason = tokens[: p.max_tokens], "length"
+                tokens, reason, stop = tokens[: p.max_tokens], "length", None
                 text = "".join(tokens)
             n_tokens = len(tokens)
             logprobs = [-rng.random() for _ in range(n_tokens)] if p.logprobs is not None else None
-            completions.append(Completion(text, n_tokens, reason, logprobs))
+            top = None
+            if p.logprobs:  # alternatives: the chosen word first, then made-up ones
+                top = [{t.strip(): lp, **{f"alt{j}": lp - 1 - j for j in range(p.logprobs - 1)}}
+                       for t, lp in zip(tokens, logprobs)]
+            completions.append(Completion(text, n_tokens, reason, logprobs, stop, top))
         words = req.prompt.split()
         return GenerationResult(completions, len(words), self._cached_tokens(words))
 
@@ -136,17 +147,21 @@ class FakeGenerator(Generator):
 
 
 class FakeScorer(Scorer):
-    """Scores each step by a function of the trajectory's answer, plus seeded noise.
+    """Scores each step by a function of the trajectory's answer (or of the step), plus seeded noise.
 
-    `by_answer` maps an answer to its mean score (default 0.5); `noise` is the
-    spread of uniform noise; each scored step costs `tokens_per_step` verifier tokens.
+    `by_answer` maps a finished trajectory's answer to its mean score (unfinished ones get
+    `default`); `by_step` instead scores each step from its text; `noise` is the spread of
+    uniform noise, seeded by the step's prefix so a step keeps its score when rescored; each
+    scored step costs `tokens_per_step` verifier tokens.
     """
 
     name = "fake"
 
     def __init__(self, by_answer: Mapping[str, float] | None = None, *, noise: float = 0.0, seed: int = 0,
-                 tokens_per_step: int = 10, default: float = 0.5):
+                 tokens_per_step: int = 10, default: float = 0.5,
+                 by_step: Callable[[str], float] | None = None):
         self.by_answer = dict(by_answer or {})
+        self.by_step = by_step  # score each step from its own text, when given
         self.noise = noise
         self.seed = seed
         self.tokens_per_step = tokens_per_step
@@ -160,7 +175,11 @@ class FakeScorer(Scorer):
         self.calls += 1
         scores = []
         for t in trajectories:
-            base = self.by_answer.get(t.answer, self.default)
-            rng = _rng(self.seed, problem.prompt, t.text)
-            scores.append([min(1.0, max(0.0, base + self.noise * (rng.random() - 0.5))) for _ in t.steps])
+            base = self.by_answer.get(t.answer, self.default) if t.finished else self.default
+            row = []
+            for k, step in enumerate(t.steps):
+                rng = _rng(self.seed, problem.prompt, "".join(t.steps[: k + 1]))
+                mean = self.by_step(step) if self.by_step else base
+                row.append(min(1.0, max(0.0, mean + self.noise * (rng.random() - 0.5))))
+            scores.append(row)
         return ScoreResult(scores, self.estimate_tokens(problem, trajectories))

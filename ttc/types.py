@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-FinishReason = Literal["stop", "length", "abort", "budget"]
+FinishReason = Literal["stop", "length", "abort", "budget", "max_steps"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,10 @@ class Completion:
     num_tokens: int
     finish_reason: FinishReason
     token_logprobs: list[float] | None = None  # logprob of each chosen token, when asked for
+    #: The stop string that ended the sample (it is included in `text`); None for EOS or length.
+    stop_reason: str | None = None
+    #: Per position, the top alternatives {token text: logprob}, when logprobs > 0 was asked for.
+    top_logprobs: list[dict[str, float]] | None = None
 
 
 @dataclass
@@ -96,6 +100,11 @@ class Trajectory:
     answer: str | None = None  # extracted final answer, if any
     token_logprobs: list[float] | None = None
     correct: bool | None = None  # filled only when a reference answer is known
+    #: False while a step-level search may still extend it; whole samples are always finished.
+    finished: bool = True
+    #: Identity in a search tree (see Solution.trace); None outside step-level search.
+    node_id: int | None = None
+    parent_id: int | None = None
 
     @property
     def text(self) -> str:
@@ -110,6 +119,7 @@ class Trajectory:
             "step_scores": list(self.step_scores),
             "answer": self.answer,
             "correct": self.correct,
+            "node_id": self.node_id,
         }
 
 

@@ -49,6 +49,12 @@ def extract_answer(text: str) -> str | None:
     return _last_boxed(text) or _last_answer_phrase(text) or _last_number(text)
 
 
+def has_final_answer(text: str) -> bool:
+    """Whether the text states a final answer (a closed \\boxed{...}): a step-level search ends
+    a trajectory there rather than asking for more steps."""
+    return _last_boxed(text) is not None
+
+
 def _last_boxed(text: str) -> str | None:
     # Walk back from the last box: a truncated completion may leave it unclosed.
     for m in reversed(list(_BOXED.finditer(text))):

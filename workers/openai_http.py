@@ -220,11 +220,20 @@ class OpenAIHTTPGenerator(Generator):
                 share, extra = divmod(rest, len(unknown))
                 for k, i in enumerate(unknown):
                     counts[i] = share + (1 if k < extra else 0)
-        completions = [
-            Completion(texts[i], int(counts[i]), _FINISH.get(c.get("finish_reason"), "abort"),  # type: ignore[arg-type]
-                       parsed[i][1] if params.logprobs is not None else None)
-            for i, c in enumerate(choices)
-        ]
+        completions = []
+        for i, c in enumerate(choices):
+            reason = _FINISH.get(c.get("finish_reason"), "abort")
+            # vLLM's server names the stop string that fired; like the other backends, keep it in the
+            # text so that steps re-join exactly. Servers that do not say cannot be told from EOS.
+            stop = c.get("stop_reason") if reason == "stop" and isinstance(c.get("stop_reason"), str) else None
+            text = texts[i] + stop if stop and not texts[i].endswith(stop) else texts[i]
+            top = None
+            if params.logprobs and isinstance(c.get("logprobs"), dict):
+                raw_top = c["logprobs"].get("top_logprobs")
+                if isinstance(raw_top, list):
+                    top = [{str(k): float(v) for k, v in (d or {}).items()} for d in raw_top]
+            completions.append(Completion(text, int(counts[i]), reason,  # type: ignore[arg-type]
+                                          parsed[i][1] if params.logprobs is not None else None, stop, top))
         prompt_tokens = usage.get("prompt_tokens")
         details = usage.get("prompt_tokens_details") or {}
         return GenerationResult(

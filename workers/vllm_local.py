@@ -159,6 +159,7 @@ class VLLMGenerator(Generator):
             stop=list(p.stop) or None, logprobs=p.logprobs,
             seed=p.seed if self._send_seed else None,
             output_kind=RequestOutputKind.FINAL_ONLY,  # one message per request, not one per token
+            include_stop_str_in_output=True,  # a step keeps its separator, so texts re-join exactly
         )
         final = None
         try:
@@ -173,11 +174,14 @@ class VLLMGenerator(Generator):
             raise BackendError("vLLM returned no output for a request", retryable=True)
         completions = []
         for o in sorted(final.outputs, key=lambda o: o.index):
-            logprobs = None
+            logprobs = top = None
             if p.logprobs is not None and o.logprobs is not None:
                 logprobs = [step[tid].logprob for tid, step in zip(o.token_ids, o.logprobs)]
+                if p.logprobs > 0:
+                    top = [{(lp.decoded_token or ""): lp.logprob for lp in step.values()} for step in o.logprobs]
             reason = o.finish_reason if o.finish_reason in ("stop", "length") else "abort"
-            completions.append(Completion(o.text, len(o.token_ids), reason, logprobs))
+            stop = o.stop_reason if isinstance(o.stop_reason, str) else None
+            completions.append(Completion(o.text, len(o.token_ids), reason, logprobs, stop, top))
         return GenerationResult(completions, len(final.prompt_token_ids or ()), final.num_cached_tokens or 0)
 
     async def aclose(self) -> None:

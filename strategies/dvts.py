@@ -1,0 +1,73 @@
+"""Diverse verifier tree search (Beeching et al., search-and-learn's DVTS).
+
+N/M independent subtrees. Each search step expands every subtree's single live
+node M times and keeps that subtree's best child; no subtree ever sees another's
+nodes, which keeps the searches diverse where a shared beam collapses onto one
+line of reasoning. Finished children join the completed pool; a subtree whose
+best child finished is done.
+"""
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from strategies.base import Outcome
+from strategies.step_search import StepSearch, StepSearchConfig, require_divides, top_k
+from ttc.context import SearchContext
+from ttc.types import Trajectory
+
+
+class DVTSConfig(StepSearchConfig):
+    """N/M independent subtrees, each expanding its best node M times per step."""
+
+    beam_width: int = Field(4, ge=1, description="M: children per subtree per step; N/M subtrees.")
+
+    @model_validator(mode="after")
+    def _divides(self):
+        if self.n is not None:
+            require_divides(self.n, self.beam_width, "n", "beam_width")
+        return self
+
+
+class DVTS(StepSearch):
+    name = "dvts"
+    Config = DVTSConfig
+    width_multiple_of = "beam_width"
+
+    async def run(self, ctx: SearchContext) -> Outcome:
+        c = self.config
+        n = self.width(ctx.ledger.budget)
+        m = c.beam_width
+        subtrees = n // m
+        # Each subtree starts from its own root sample.
+        (roots,) = await self.extend(ctx, [None], [subtrees])
+        heads: list[Trajectory | None] = list(roots) + [None] * (subtrees - len(roots))
+        completed: list[Trajectory] = [t for t in roots if t.finished]
+        heads = [None if (h is not None and h.finished) else h for h in heads]
+        subtree_of = {t.node_id: k for k, t in enumerate(roots)}
+        step = 0
+        while any(h is not None for h in heads):
+            step += 1
+            live_k = [k for k, h in enumerate(heads) if h is not None]
+            children = await self.extend(ctx, [heads[k] for k in live_k], [m] * len(live_k))
+            flat = [t for group in children for t in group]
+            if not flat:
+                break
+            scores = await self.scores(ctx, flat)
+            if scores is None:
+                break
+            by_id = dict(zip((t.node_id for t in flat), scores))
+            kept = set()
+            for k, group in zip(live_k, children):
+                for t in group:
+                    subtree_of[t.node_id] = k
+                if not group:
+                    heads[k] = None  # the budget could not pay for this subtree's next step
+                    continue
+                completed.extend(t for t in group if t.finished)
+                best = group[top_k(group, [by_id[t.node_id] for t in group], 1)[0]]
+                kept.add(best.node_id)
+                heads[k] = None if best.finished else best
+            self.record_step(ctx, step, flat, scores, kept, subtrees=[subtree_of[t.node_id] for t in flat])
+        last = [h for h in heads if h is not None]
+        metrics = {"width": n, "subtrees": subtrees, "beam_width": m, "steps_searched": step}
+        return await self.finish(ctx, completed, last or [t for t in roots if not t.finished], metrics)

@@ -1,0 +1,151 @@
+"""The step protocol shared by every step-level search (beam, DVTS, REBASE, particle filtering).
+
+A trajectory grows one step at a time: a continuation request carries the
+prompt plus every step so far (so vLLM's prefix cache serves the shared part)
+and stops at the step separator. A trajectory ends at EOS, at a final answer
+(a closed \\boxed{}), at its token cap or at the step cap; an ended trajectory
+is never asked to continue. Each search step issues one generate call for all
+live nodes and one scoring call, and records the nodes in the trace.
+"""
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+from pydantic import Field
+
+from strategies.base import Outcome, SampledStrategyConfig, Strategy, samples_for_budget
+from strategies.selection import best_scored, majority_vote
+from ttc.budget import Budget
+from ttc.context import SearchContext
+from ttc.errors import BudgetError, ConfigError
+from ttc.types import Completion, GenerationRequest, SamplingParams, Trajectory
+from verifiers.aggregation import Aggregation, aggregate
+from verifiers.answers import has_final_answer
+
+
+class StepSearchConfig(SampledStrategyConfig):
+    """Options shared by step-level searches; `max_tokens` caps a whole trajectory."""
+
+    max_tokens: int = Field(512, ge=1, le=131072, description="Most tokens in one whole trajectory.")
+    separator: str = Field("\n\n", min_length=1, description="Text that ends a step.")
+    max_steps: int = Field(12, ge=1, le=1000, description="Most steps in one trajectory.")
+    max_step_tokens: int = Field(128, ge=1, description="Most tokens in one step.")
+    aggregation: Aggregation = Field("last", description="Per-step scores -> one: last, min, prod, mean.")
+    selection: Literal["weighted", "verifier", "majority"] = Field(
+        "weighted", description="Final answer: score-weighted majority, best score, or plain majority.")
+
+
+class StepSearch(Strategy):
+    """Base of step-level searches: expansion, scoring, tracing and the final choice."""
+
+    Config = StepSearchConfig
+    needs_scorer = True
+    #: Width must be a multiple of this option's value (beam_width for beam search and DVTS).
+    width_multiple_of: str | None = None
+
+    def width(self, budget: Budget) -> int:
+        """N as given, or as many whole trajectories as the token budget pays for."""
+        c = self.config
+        n = samples_for_budget(c.n, c.max_tokens, budget)
+        m = getattr(c, self.width_multiple_of) if self.width_multiple_of else 1
+        if c.n is None:
+            n -= n % m
+            if n < m:
+                raise BudgetError(f"budget={budget.generated_tokens} pays for fewer than {self.width_multiple_of}={m} "
+                                  f"trajectories of max_tokens={c.max_tokens}; raise the budget or lower max_tokens")
+        return n
+
+    def check(self, budget: Budget, has_scorer: bool) -> None:
+        super().check(budget, has_scorer)
+        self.width(budget)
+
+    # ---- expansion --------------------------------------------------------------------------------
+    def step_params(self, parent: Trajectory | None, n: int) -> SamplingParams:
+        c = self.config
+        used = parent.num_tokens if parent else 0
+        return SamplingParams(n=n, temperature=c.temperature, top_p=c.top_p,
+                              max_tokens=max(1, min(c.max_step_tokens, c.max_tokens - used)),
+                              stop=(c.separator, *c.stop))
+
+    async def extend(self, ctx: SearchContext, parents: Sequence[Trajectory | None], counts: Sequence[int],
+                     *, greedy: bool = False) -> list[list[Trajectory]]:
+        """Children of each parent (None = the root), `counts[i]` each, in ONE generate call.
+
+        A parent that is finished, or that the budget cannot pay for, gets no children.
+        """
+        live = [i for i, (p, k) in enumerate(zip(parents, counts)) if k > 0 and (p is None or not p.finished)]
+        requests = []
+        for i in live:
+            params = self.step_params(parents[i], counts[i])
+            requests.append(GenerationRequest(ctx.prompt + (parents[i].text if parents[i] else ""),
+                                              params.replace(temperature=0.0) if greedy else params))
+        results = await ctx.generate(requests, keep=False) if requests else []
+        children: list[list[Trajectory]] = [[] for _ in parents]
+        for i, result in zip(live, results):
+            if result is None:
+                continue
+            children[i] = [self.child(ctx, parents[i], c) for c in result.completions]
+        return children
+
+    def child(self, ctx: SearchContext, parent: Trajectory | None, completion: Completion) -> Trajectory:
+        c = self.config
+        steps = (list(parent.steps) if parent else []) + [completion.text]
+        tokens = (parent.num_tokens if parent else 0) + completion.num_tokens
+        ended_step = completion.finish_reason == "stop" and completion.stop_reason == c.separator
+        if completion.finish_reason == "abort":
+            finished, reason = True, "abort"
+        elif completion.finish_reason == "stop" and not ended_step:
+            finished, reason = True, "stop"  # EOS, or a user stop string
+        elif has_final_answer(completion.text):
+            finished, reason = True, "stop"
+        elif tokens >= c.max_tokens:
+            finished, reason = True, "length"
+        elif len(steps) >= c.max_steps:
+            finished, reason = True, "max_steps"
+        else:
+            finished, reason = False, completion.finish_reason
+        t = Trajectory(steps=steps, num_tokens=tokens, finish_reason=reason, finished=finished,
+                       node_id=ctx.next_node_id(), parent_id=parent.node_id if parent else None)
+        return ctx.keep(t)
+
+    # ---- scoring and selection ---------------------------------------------------------------
+    async def scores(self, ctx: SearchContext, nodes: Sequence[Trajectory]) -> list[float] | None:
+        """Aggregated score of each node from ONE scoring call; None when the verifier budget is spent."""
+        if not nodes:
+            return []
+        step_scores = await ctx.score(nodes)
+        if step_scores is None:
+            return None
+        return [aggregate(s, self.config.aggregation) for s in step_scores]
+
+    def record_step(self, ctx: SearchContext, step: int, nodes: Sequence[Trajectory], scores: Sequence[float],
+                    kept: set[int], **extra) -> None:
+        ctx.record("step", step=step, **extra, nodes=[
+            {"id": t.node_id, "parent": t.parent_id, "score": round(s, 6), "finished": t.finished,
+             "kept": t.node_id in kept, "answer": t.answer if t.finished else None}
+            for t, s in zip(nodes, scores)])
+
+    async def finish(self, ctx: SearchContext, completed: list[Trajectory], active: list[Trajectory],
+                     metrics: dict) -> Outcome:
+        """Pick the answer among finished trajectories (or, if none finished, the live ones)."""
+        pool = completed or active
+        scores = [aggregate(t.step_scores, self.config.aggregation) for t in pool]
+        sel = self.config.selection
+        if sel == "verifier":
+            answer, best = best_scored(pool, scores)
+        else:
+            weights = [max(s, 0.0) for s in scores] if sel == "weighted" else None
+            answer, best, metrics["votes"] = await ctx.offload(majority_vote, pool, weights)
+        metrics.update(completed=len(completed), selection=sel, steps_searched=metrics.get("steps_searched", 0))
+        return Outcome(answer, best, list(pool), metrics)
+
+
+def top_k(nodes: Sequence[Trajectory], scores: Sequence[float], k: int) -> list[int]:
+    """Indices of the k best nodes, best first; ties keep the earlier node (stable, seed-free)."""
+    order = sorted(range(len(nodes)), key=lambda i: (-scores[i], i))
+    return order[:k]
+
+
+def require_divides(n: int, m: int, n_name: str, m_name: str) -> None:
+    if n % m:
+        raise ConfigError(f"{m_name} must divide {n_name}, got {n_name}={n} {m_name}={m}")

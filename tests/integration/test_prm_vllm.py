@@ -1,0 +1,183 @@
+"""The vLLM PRM scorer on a tiny, randomly initialised Qwen2ForProcessRewardModel.
+
+The checkpoint is built here (2 layers, hidden 128, head_dim 32) with the embedded SmolLM2 tokenizer plus
+Qwen2.5-Math-PRM's "<extra_0>" step tag, so the test runs offline in well under a minute of
+model time. The scores are meaningless; the tests check structure: one probability per step,
+batch invariance, the verifier-token charge, and that steps and scores never misalign.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import pytest
+
+from ttc.errors import VerifierError
+from ttc.types import Problem, Trajectory
+
+pytestmark = pytest.mark.integration
+
+SEP = "<extra_0>"
+# head_dim 32: vLLM's CPU attention supports head sizes 32, 64, 80, ... but not 16 (64 / 4 heads).
+HIDDEN, LAYERS, HEADS, KV_HEADS, INTERMEDIATE = 128, 2, 4, 2, 256
+
+
+def _traj(steps: list[str]) -> Trajectory:
+    return Trajectory(steps=steps, num_tokens=0, finish_reason="stop")
+
+
+PROBLEM = Problem("What is 12 + 30?")
+BATCH = [
+    _traj(["12 + 30 = 42.\n\n"]),
+    _traj(["First add the tens: 10 + 30 = 40.\n\n", "Then the ones: 40 + 2 = 42.\n\n"]),
+    _traj(["Step one.\n\n", "Step two, longer, with numbers 1 2 3.\n\n", "Step three.\n\n", "So the answer is 42."]),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_prm_dir(tmp_path_factory):
+    return make_tiny_prm(tmp_path_factory.mktemp("tiny-prm"))
+
+
+def make_tiny_prm(out):
+    """A random Qwen2ForProcessRewardModel checkpoint vLLM can load: model.* backbone + score.{0,2} head."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2Model
+
+    from ttc.default_model import ensure_default_model
+
+    tok = AutoTokenizer.from_pretrained(ensure_default_model())
+    if tok.convert_tokens_to_ids(SEP) in (None, tok.unk_token_id):
+        tok.add_special_tokens({"additional_special_tokens": [SEP]})
+    tok.save_pretrained(out)
+    vocab = -(-len(tok) // 64) * 64  # room for the added token, rounded up
+    config = Qwen2Config(
+        vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS, intermediate_size=INTERMEDIATE, max_position_embeddings=1024,
+        tie_word_embeddings=False, torch_dtype="float32", num_labels=2,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )
+    config.architectures = ["Qwen2ForProcessRewardModel"]
+    torch.manual_seed(0)
+    backbone = Qwen2Model(config).float()
+    weights = {f"model.{k}": v.contiguous() for k, v in backbone.state_dict().items()}
+    # A head scaled so that the random model's step probabilities spread over (0, 1), neither
+    # all ~0.5 (HF's default init) nor saturated at 0 or 1.
+    weights["score.0.weight"] = torch.randn(HIDDEN, HIDDEN) / HIDDEN**0.5
+    weights["score.0.bias"] = torch.zeros(HIDDEN)
+    weights["score.2.weight"] = torch.randn(2, HIDDEN) * 0.2
+    weights["score.2.bias"] = torch.zeros(2)
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(out)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["architectures"] == ["Qwen2ForProcessRewardModel"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_prm_dir, loop):
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    from verifiers.prm_vllm import VLLMPRMConfig, VLLMPRMScorer
+
+    s = VLLMPRMScorer(VLLMPRMConfig(model=str(tiny_prm_dir), max_model_len=512, dtype="float32"))
+    loop.run_until_complete(s.astart())  # the module's one vLLM start
+    yield s
+    loop.run_until_complete(s.aclose())
+
+
+def _score(loop, scorer, trajectories, problem=PROBLEM):
+    return loop.run_until_complete(scorer.score(problem, trajectories))
+
+
+def test_config_is_validated():
+    from pydantic import ValidationError
+
+    from verifiers.prm_vllm import VLLMPRMConfig
+
+    c = VLLMPRMConfig(model="/m")
+    assert c.step_separator == SEP and c.use_chat_template and c.system_prompt.startswith("Please reason")
+    for bad in ({}, {"model": ""}, {"model": "/m", "max_model_len": 4}, {"model": "/m", "step_tag_id": -1},
+                {"model": "/m", "returned_token_ids": [5]}, {"model": "/m", "returned_token_ids": [5, 5]},
+                {"model": "/m", "gpu_memory_utilization": 0}, {"model": "/m", "unknown": 1}):
+        with pytest.raises(ValidationError):
+            VLLMPRMConfig(**bad)
+
+
+def test_one_probability_per_step_in_one_batch(loop, scorer, tiny_prm_dir):
+    from verifiers.prm_vllm import VLLMPRMScorer
+
+    assert scorer.name == "prm_vllm" and VLLMPRMScorer.Config is type(scorer.config)
+    assert scorer.num_parameters and scorer.num_parameters > 6_000_000  # embeddings of ~49k tokens x 128
+    result = _score(loop, scorer, BATCH)
+    assert [len(s) for s in result.step_scores] == [1, 2, 4]
+    flat = [p for s in result.step_scores for p in s]
+    assert all(0.0 <= p <= 1.0 for p in flat)
+    assert len({round(p, 4) for p in flat}) > 1, "a random head should not give every step the same score"
+
+
+def test_batch_invariance(loop, scorer):
+    batched = _score(loop, scorer, BATCH).step_scores
+    for traj, expected in zip(BATCH, batched):
+        alone = _score(loop, scorer, [traj]).step_scores[0]
+        assert alone == pytest.approx(expected, abs=1e-3)
+
+
+def test_verifier_tokens_are_the_tokenized_inputs(loop, scorer, tiny_prm_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_prm_dir)
+    sep_id = tok.convert_tokens_to_ids(SEP)
+    lengths = []
+    for t in BATCH:
+        messages = [{"role": "system", "content": scorer.config.system_prompt},
+                    {"role": "user", "content": PROBLEM.prompt},
+                    {"role": "assistant", "content": "".join(s.rstrip() + SEP for s in t.steps)}]
+        ids = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        ids = tok.encode(ids, add_special_tokens=False)
+        assert ids.count(sep_id) == len(t.steps)
+        lengths.append(len(ids))
+    result = _score(loop, scorer, BATCH)
+    assert result.verifier_tokens == sum(lengths) == scorer.estimate_tokens(PROBLEM, BATCH)
+
+
+def test_separator_text_inside_a_step_is_removed_not_misaligned(loop, scorer):
+    """Chosen policy: the tag's text is removed from problem and steps, so the count stays one per step."""
+    tricky = _traj(["Write <extra_0> here.\n\n", "Done<extra_0>.\n\n"])
+    cleaned = _traj(["Write  here.\n\n", "Done.\n\n"])
+    problem = Problem("What is <extra_0> 12 + 30?")
+    got = _score(loop, scorer, [tricky], problem)
+    want = _score(loop, scorer, [cleaned], Problem("What is  12 + 30?"))
+    assert len(got.step_scores[0]) == 2
+    assert got.step_scores == pytest.approx(want.step_scores, abs=1e-3)
+    assert got.verifier_tokens == want.verifier_tokens
+
+
+def test_count_mismatch_raises_verifier_error(loop, scorer):
+    # vLLM returning a different number of rows than steps is refused, naming both counts ...
+    with pytest.raises(VerifierError, match="3 step scores for 2 steps"):
+        scorer.step_probabilities([[0.5, 0.5]] * 3, [1, 2, 3, 4, 5, 6], 2)
+    # ... and an input whose tags do not match its steps is refused before it is sent: the
+    # tag hidden from the removal (it is not the text "<extra_0>" but decodes from no text)
+    # is simulated by scoring with a tag id that the chat template itself emits.
+    from verifiers.prm_vllm import VLLMPRMConfig, VLLMPRMScorer
+
+    im_end = scorer.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    other = VLLMPRMScorer(VLLMPRMConfig(model=scorer.config.model, step_tag_id=im_end))
+    with pytest.raises(VerifierError, match=r"holds 3 step tags .* for 1 steps"):
+        loop.run_until_complete(other.score(PROBLEM, [BATCH[0]]))
+
+
+def test_empty_trajectory_gets_no_scores_and_costs_nothing(loop, scorer):
+    result = _score(loop, scorer, [_traj([]), BATCH[0]])
+    assert result.step_scores[0] == [] and len(result.step_scores[1]) == 1
+    assert result.verifier_tokens == scorer.estimate_tokens(PROBLEM, [BATCH[0]])

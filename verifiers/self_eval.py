@@ -1,0 +1,96 @@
+"""Self-evaluation: the policy model judges its own steps, P(yes) read from logprobs.
+
+It lets step-level search run end to end on the embedded model on a CPU, with
+no separate PRM. On SmolLM2-135M this signal is known to be weak — even
+anti-correlated with correctness on arithmetic — so expect PRM-guided search
+with it to lose to majority vote there; it proves the search mechanics, and on
+a stronger policy it is a real, if costly, verifier. Its requests are charged
+as verifier tokens, not as generated policy tokens.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Sequence
+
+from pydantic import Field
+
+from ttc.config import StrictModel
+from ttc.errors import VerifierError
+from ttc.interfaces import Generator, Scorer, ScoreResult
+from ttc.types import GenerationRequest, Problem, SamplingParams, Trajectory
+
+_CACHE_SIZE = 100_000
+
+
+class SelfEvalConfig(StrictModel):
+    """How the policy is asked to judge a step."""
+
+    question: str = Field("Is the last step above correct? Answer Yes or No.",
+                          min_length=1, description="Question asked after the solution so far.")
+    yes: list[str] = Field(default_factory=lambda: ["yes"], min_length=1,
+                           description="Answer tokens meaning yes (compared stripped, lower-case).")
+    no: list[str] = Field(default_factory=lambda: ["no"], min_length=1,
+                          description="Answer tokens meaning no (compared stripped, lower-case).")
+    top_logprobs: int = Field(10, ge=2, le=20, description="Alternatives read at the answer position.")
+
+
+class SelfEvalScorer(Scorer):
+    name = "self_eval"
+    Config = SelfEvalConfig
+
+    def __init__(self, config: SelfEvalConfig | None = None):
+        self.config = config or SelfEvalConfig()
+        self.generator: Generator | None = None
+        # Step scores of prefixes already judged: search rescoring a trajectory pays only for new steps.
+        self._cache: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._yes = {w.strip().lower() for w in self.config.yes}
+        self._no = {w.strip().lower() for w in self.config.no}
+
+    def bind(self, generator: Generator) -> None:
+        """The engine hands over the policy generator that will judge the steps."""
+        self.generator = generator
+        self.num_parameters = generator.num_parameters
+
+    def _prompt(self, problem: Problem, prefix: str) -> str:
+        text = f"Problem: {problem.prompt}\n\nSolution so far:\n{prefix.rstrip()}\n\n{self.config.question}"
+        return self.generator.render_prompt(Problem(prompt=text))
+
+    def _missing(self, problem: Problem, trajectories: Sequence[Trajectory]) -> list[tuple[str, str]]:
+        keys, seen = [], set()
+        for t in trajectories:
+            for k in range(len(t.steps)):
+                key = (problem.prompt, "".join(t.steps[: k + 1]))
+                if key not in self._cache and key not in seen:
+                    seen.add(key)
+                    keys.append(key)
+        return keys
+
+    def estimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
+        if self.generator is None:
+            return 0
+        return sum(self.generator.count_tokens(self._prompt(problem, prefix)) + 1
+                   for _, prefix in self._missing(problem, trajectories))
+
+    def p_yes(self, top: dict[str, float]) -> float:
+        yes = sum(math.exp(lp) for tok, lp in top.items() if tok.strip().lower() in self._yes)
+        no = sum(math.exp(lp) for tok, lp in top.items() if tok.strip().lower() in self._no)
+        return yes / (yes + no) if yes + no > 0 else 0.5  # neither said: no information
+
+    async def score(self, problem: Problem, trajectories: Sequence[Trajectory]) -> ScoreResult:
+        if self.generator is None:
+            raise VerifierError("self_eval needs the policy generator; use it through an Engine")
+        missing = self._missing(problem, trajectories)
+        params = SamplingParams(n=1, temperature=0.0, max_tokens=1, logprobs=self.config.top_logprobs)
+        results = await self.generator.generate(
+            [GenerationRequest(self._prompt(problem, prefix), params) for _, prefix in missing])
+        tokens = 0
+        for key, result in zip(missing, results):
+            tokens += result.prompt_tokens + sum(c.num_tokens for c in result.completions)
+            top = (result.completions[0].top_logprobs or [{}])[0] if result.completions else {}
+            self._cache[key] = self.p_yes(top)
+        while len(self._cache) > _CACHE_SIZE:
+            self._cache.popitem(last=False)
+        scores = [[self._cache[(problem.prompt, "".join(t.steps[: k + 1]))] for k in range(len(t.steps))]
+                  for t in trajectories]
+        return ScoreResult(scores, tokens)
