@@ -32,7 +32,7 @@ test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup
-	@$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+	@$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
 bench: setup
 	@$(PY) -m bench.overhead

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--verifier", default=None, help="scorer name, e.g. mean_logprob, oracle")
     s.add_argument("--seed", type=int, default=None, help="seed of the strategy's randomness")
     s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--trace", metavar="PATH", help="write the search trace (tree, scores, kept nodes) as JSON")
 
     r = sub.add_parser("run", help="run a YAML recipe over a dataset (resumes where it stopped)")
     r.add_argument("recipe", help="path of the recipe file")
@@ -85,6 +86,10 @@ def cmd_solve(args) -> int:
     finally:
         engine.close()
     u = solution.usage
+    if args.trace:
+        with open(args.trace, "w") as fh:
+            json.dump({**solution.to_dict(), "prompt": solution.problem.prompt, "trace": solution.trace}, fh,
+                      indent=1, default=str)
     if args.json:
         print(json.dumps(solution.to_dict(with_candidates=False)))
     else:
@@ -98,6 +103,15 @@ def cmd_solve(args) -> int:
     return 0
 
 
+def dry_run_overrides(recipe, output: str) -> dict:
+    """Run a recipe on the fakes: fake generator, fake scorer, 3 problems, a throwaway folder."""
+    out = {"generator.backend": "fake", "generator.model": None, "generator.options": {},
+           "dataset.limit": 3, "output": output}
+    if recipe.verifier is not None:
+        out.update({"verifier.name": "fake", "verifier.options": {}})
+    return out
+
+
 def cmd_run(args) -> int:
     import tempfile
 
@@ -107,8 +121,8 @@ def cmd_run(args) -> int:
 
     overrides = parse_assignments(args.overrides)
     if args.dry_run:
-        overrides.update({"generator.backend": "fake", "generator.model": None, "generator.options": {},
-                          "dataset.limit": 3, "output": tempfile.mkdtemp(prefix="ttc-dry-run-")})
+        recipe = load_recipe(args.recipe, overrides)  # the real recipe must be valid first
+        overrides.update(dry_run_overrides(recipe, tempfile.mkdtemp(prefix="ttc-dry-run-")))
     recipe = load_recipe(args.recipe, overrides)
     summary = run_recipe(recipe, progress=not args.no_progress)
     out = recipe.output_dir()

@@ -63,6 +63,7 @@ class Engine:
         self._owns_generator = generator is None
         self._scorer = scorer
         self._owns_scorer = scorer is None
+        self._named_scorers: dict[str, Scorer] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -104,15 +105,22 @@ class Engine:
                 self._generator.start()
         return self._generator
 
-    def _get_scorer(self) -> Scorer | None:
-        if self._scorer is None and self.config.verifier is not None:
-            self._scorer = build_component(VERIFIERS, self.config.verifier, self.config.verifier_options,
-                                           "verifier_options")
-        if self._scorer is not None and hasattr(self._scorer, "bind"):
+    def _get_scorer(self, name: str | None = None) -> Scorer | None:
+        """The engine's scorer, or the named one (built once and kept, like the default)."""
+        if name is not None and name != self.config.verifier:
+            scorer = self._named_scorers.get(name)
+            if scorer is None:
+                scorer = self._named_scorers[name] = build_component(VERIFIERS, name, {}, "verifier_options")
+        else:
+            if self._scorer is None and self.config.verifier is not None:
+                self._scorer = build_component(VERIFIERS, self.config.verifier, self.config.verifier_options,
+                                               "verifier_options")
+            scorer = self._scorer
+        if scorer is not None and hasattr(scorer, "bind"):
             generator = self._get_generator()
-            if getattr(self._scorer, "generator", None) is not generator:
-                self._scorer.bind(generator)  # self-judging scorers use the policy itself
-        return self._scorer
+            if getattr(scorer, "generator", None) is not generator:
+                scorer.bind(generator)  # self-judging scorers use the policy itself
+        return scorer
 
     def start(self) -> "Engine":
         """Load the models now rather than at the first solve (e.g. before timing)."""
@@ -124,18 +132,21 @@ class Engine:
         self._get_scorer()
 
     # ---- solving ------------------------------------------------------------------------------
-    def _prepare(self, strategy: str, options: dict[str, Any], budget) -> tuple[Strategy, Budget]:
+    def _prepare(self, strategy: str, options: dict[str, Any], budget, verifier: str | None = None
+                 ) -> tuple[Strategy, Budget]:
         if not isinstance(strategy, str):
             raise ConfigError(f"strategy must be a name, got {strategy!r}")
         budget = Budget.coerce(budget)
         strat = STRATEGIES.get(strategy).from_options(options)
-        has_scorer = self._scorer is not None or self.config.verifier is not None
+        if verifier is not None:
+            VERIFIERS.get(verifier)  # unknown name: fail before any work
+        has_scorer = self._scorer is not None or self.config.verifier is not None or verifier is not None
         strat.check(budget, has_scorer)
         return strat, budget
 
     async def _solve(self, problem: Problem, budget, strategy: str, options: dict[str, Any],
-                     seed: int | None) -> Solution:
-        strat, budget = self._prepare(strategy, options, budget)
+                     seed: int | None, verifier: str | None = None) -> Solution:
+        strat, budget = self._prepare(strategy, options, budget, verifier)
         if self._problem_slots is None:
             self._problem_slots = asyncio.Semaphore(self.config.max_concurrent_problems)
         async with self._problem_slots:
@@ -144,7 +155,7 @@ class Engine:
             except BackendError:
                 self._generator = None if self._owns_generator else self._generator
                 raise
-            scorer = self._get_scorer()
+            scorer = self._get_scorer(verifier)
             ledger = Ledger(budget, num_parameters=generator.num_parameters)
             ctx = SearchContext(problem, generator.render_prompt(problem), generator, ledger, scorer,
                                 seed=self.config.seed if seed is None else seed)
@@ -175,15 +186,18 @@ class Engine:
         return Solution(None, strat.name, None, list(ctx.produced), usage, ctx.trace, {"failed": True}, ctx.problem)
 
     async def asolve(self, prompt: str | Problem, budget: Budget | int | dict, strategy: str = "best_of_n", *,
-                     reference: str | None = None, seed: int | None = None, **options: Any) -> Solution:
+                     reference: str | None = None, seed: int | None = None, verifier: str | None = None,
+                     **options: Any) -> Solution:
+        """Solve one problem; `verifier` overrides the engine's scorer for this call."""
         problem = make_problem(prompt, reference, self.config.system_prompt)
-        fut = self._submit(self._solve(problem, budget, strategy, options, seed))
+        fut = self._submit(self._solve(problem, budget, strategy, options, seed, verifier))
         return await asyncio.wrap_future(fut)
 
     def solve(self, prompt: str | Problem, budget: Budget | int | dict, strategy: str = "best_of_n", *,
-              reference: str | None = None, seed: int | None = None, **options: Any) -> Solution:
+              reference: str | None = None, seed: int | None = None, verifier: str | None = None,
+              **options: Any) -> Solution:
         problem = make_problem(prompt, reference, self.config.system_prompt)
-        return self._submit(self._solve(problem, budget, strategy, options, seed)).result()
+        return self._submit(self._solve(problem, budget, strategy, options, seed, verifier)).result()
 
     async def asolve_many(self, problems: Sequence[str | Problem], budget, strategy: str = "best_of_n", *,
                           seed: int | None = None, **options: Any) -> list[Solution | TTCError]:
@@ -209,6 +223,9 @@ class Engine:
             await self._generator.aclose()
         if self._owns_scorer and self._scorer is not None:
             await self._scorer.aclose()
+        for scorer in self._named_scorers.values():
+            await scorer.aclose()
+        self._named_scorers.clear()
         self._generator = None if self._owns_generator else self._generator
         self._scorer = None if self._owns_scorer else self._scorer
 

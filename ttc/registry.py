@@ -83,6 +83,7 @@ VERIFIERS = Registry(
         "self_eval": "verifiers.self_eval:SelfEvalScorer",
         "prm_transformers": "verifiers.prm_transformers:TransformersPRMScorer",
         "prm_vllm": "verifiers.prm_vllm:VLLMPRMScorer",
+        "fake": "ttc.testing:FakeScorer",
     },
     "ttc.verifiers",
 )

@@ -146,6 +146,16 @@ class FakeGenerator(Generator):
         return [self._complete(r) for r in requests]
 
 
+class FakeScorerConfig(StrictModel):
+    """Options of the fake scorer when it is chosen by name (verifier='fake')."""
+
+    by_answer: dict[str, float] = Field(default_factory=dict, description="Answer -> mean score of a finished trajectory.")
+    noise: float = Field(0.0, ge=0.0, le=1.0, description="Spread of seeded uniform noise.")
+    seed: int = Field(0, description="Seed of the noise.")
+    tokens_per_step: int = Field(10, ge=0, description="Verifier tokens charged per scored step.")
+    default: float = Field(0.5, ge=0.0, le=1.0, description="Score of unfinished or unlisted trajectories.")
+
+
 class FakeScorer(Scorer):
     """Scores each step by a function of the trajectory's answer (or of the step), plus seeded noise.
 
@@ -156,6 +166,12 @@ class FakeScorer(Scorer):
     """
 
     name = "fake"
+    Config = FakeScorerConfig
+
+    @classmethod
+    def from_config(cls, config: FakeScorerConfig) -> "FakeScorer":
+        return cls(config.by_answer, noise=config.noise, seed=config.seed,
+                   tokens_per_step=config.tokens_per_step, default=config.default)
 
     def __init__(self, by_answer: Mapping[str, float] | None = None, *, noise: float = 0.0, seed: int = 0,
                  tokens_per_step: int = 10, default: float = 0.5,

@@ -158,17 +158,21 @@ def test_separator_text_inside_a_step_is_removed_not_misaligned(loop, scorer):
     got = _score(loop, scorer, [tricky], problem)
     want = _score(loop, scorer, [cleaned], Problem("What is  12 + 30?"))
     assert len(got.step_scores[0]) == 2
-    assert got.step_scores == pytest.approx(want.step_scores, abs=1e-3)
+    assert got.step_scores[0] == pytest.approx(want.step_scores[0], abs=1e-3)
     assert got.verifier_tokens == want.verifier_tokens
 
 
 def test_count_mismatch_raises_verifier_error(loop, scorer):
+    tag = scorer._tag_id
     # vLLM returning a different number of rows than steps is refused, naming both counts ...
     with pytest.raises(VerifierError, match="3 step scores for 2 steps"):
-        scorer.step_probabilities([[0.5, 0.5]] * 3, [1, 2, 3, 4, 5, 6], 2)
-    # ... and an input whose tags do not match its steps is refused before it is sent: the
-    # tag hidden from the removal (it is not the text "<extra_0>" but decodes from no text)
-    # is simulated by scoring with a tag id that the chat template itself emits.
+        scorer.step_probabilities([[0.5, 0.5]] * 3, [1, tag, 3, tag, 5, 6], 2)
+    # ... while one row per input token (a vLLM that ignored the tag) is narrowed to the tag rows.
+    per_token = [[0.9, 0.1], [0.2, 0.8], [0.9, 0.1], [0.7, 0.3], [0.9, 0.1], [0.9, 0.1]]
+    assert scorer.step_probabilities(per_token, [1, tag, 3, tag, 5, 6], 2) == pytest.approx([0.8, 0.3])
+    # An input whose tag count differs from its step count is refused before it is sent. Removing
+    # the tag's text makes that unreachable with the default tag, so use a tag id the chat template
+    # itself emits (three "<|im_end|>": system, user, assistant) for a one-step trajectory.
     from verifiers.prm_vllm import VLLMPRMConfig, VLLMPRMScorer
 
     im_end = scorer.tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -177,7 +181,74 @@ def test_count_mismatch_raises_verifier_error(loop, scorer):
         loop.run_until_complete(other.score(PROBLEM, [BATCH[0]]))
 
 
+def test_scores_match_a_transformers_reference(loop, scorer, tiny_prm_dir):
+    """The probability of label 1 at each separator, computed from the same weights without vLLM."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import Qwen2Config, Qwen2Model
+
+    w = load_file(str(tiny_prm_dir / "model.safetensors"))
+    backbone = Qwen2Model(Qwen2Config.from_pretrained(tiny_prm_dir)).float().eval()
+    backbone.load_state_dict({k[len("model."):]: v for k, v in w.items() if k.startswith("model.")})
+    got = _score(loop, scorer, BATCH).step_scores
+    for traj, scores in zip(BATCH, got):
+        ids = scorer.encode(PROBLEM, traj.steps)
+        with torch.no_grad():
+            h = backbone(torch.tensor([ids])).last_hidden_state[0]
+            logits = torch.relu(h @ w["score.0.weight"].T + w["score.0.bias"]) @ w["score.2.weight"].T + w["score.2.bias"]
+        positions = [k for k, t in enumerate(ids) if t == scorer._tag_id]
+        assert scores == pytest.approx(logits.softmax(-1)[positions, 1].tolist(), abs=1e-3)
+
+
 def test_empty_trajectory_gets_no_scores_and_costs_nothing(loop, scorer):
     result = _score(loop, scorer, [_traj([]), BATCH[0]])
     assert result.step_scores[0] == [] and len(result.step_scores[1]) == 1
     assert result.verifier_tokens == scorer.estimate_tokens(PROBLEM, [BATCH[0]])
+
+
+@pytest.mark.slow
+def test_math_shepherd_style_causal_lm(tmp_path_factory):
+    """Fallback path: a causal LM scored by the softmax over [good, bad] token logits at each tag.
+
+    A second vLLM start (~20 s), for the one path the Qwen PRM checkpoint above cannot cover.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from ttc.default_model import ensure_default_model
+    from verifiers.prm_vllm import VLLMPRMConfig, VLLMPRMScorer
+
+    out = tmp_path_factory.mktemp("tiny-shepherd")
+    tok = AutoTokenizer.from_pretrained(ensure_default_model())
+    tok.add_special_tokens({"additional_special_tokens": [SEP]})
+    tok.save_pretrained(out)
+    config = LlamaConfig(
+        vocab_size=-(-len(tok) // 64) * 64, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS, intermediate_size=INTERMEDIATE, max_position_embeddings=1024,
+        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )
+    config.architectures = ["LlamaForCausalLM"]
+    torch.manual_seed(1)
+    LlamaForCausalLM(config).float().save_pretrained(out)
+    good, bad = tok.convert_tokens_to_ids(["+", "-"])
+
+    with pytest.raises(VerifierError, match="returned_token_ids"):  # a causal LM without them is refused
+        VLLMPRMScorer(VLLMPRMConfig(model=str(out))).start()
+
+    loop = asyncio.new_event_loop()
+    s = VLLMPRMScorer(VLLMPRMConfig(model=str(out), use_chat_template=False, returned_token_ids=[good, bad],
+                                    max_model_len=512, dtype="float32"))
+    try:
+        result = loop.run_until_complete(s.score(PROBLEM, BATCH))
+    finally:
+        loop.run_until_complete(s.aclose())
+        loop.close()
+    assert [len(x) for x in result.step_scores] == [1, 2, 4]
+    reference = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    for traj, scores in zip(BATCH, result.step_scores):
+        ids = s.encode(PROBLEM, traj.steps)
+        with torch.no_grad():
+            logits = reference(torch.tensor([ids])).logits[0]
+        positions = [k for k, t in enumerate(ids) if t == s._tag_id]
+        assert scores == pytest.approx(logits[positions][:, [good, bad]].softmax(-1)[:, 0].tolist(), abs=1e-3)
+    assert result.verifier_tokens == sum(len(s.encode(PROBLEM, t.steps)) for t in BATCH)

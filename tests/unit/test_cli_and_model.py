@@ -81,3 +81,15 @@ def test_resolve_model_accepts_folders_and_hub_names(tmp_path):
     assert default_model.resolve_model("Qwen/Qwen2.5-Math-1.5B-Instruct") == "Qwen/Qwen2.5-Math-1.5B-Instruct"
     with pytest.raises(ConfigError, match="model='./missing'"):
         default_model.resolve_model("./missing")
+
+
+def test_trace_file_holds_the_search_tree(capsys, tmp_path):
+    path = tmp_path / "trace.json"
+    code, _, err = run_cli(capsys, "solve", "q", "--budget", "4000", "--backend", "fake", "--verifier", "self_eval",
+                           "--strategy", "beam_search", "--set", "n=4", "--set", "beam_width=2",
+                           "--set", "max_tokens=200", "--trace", str(path))
+    assert code == 0, err
+    data = json.loads(path.read_text())
+    steps = [ev for ev in data["trace"] if ev["event"] == "step"]
+    assert steps and all({"id", "parent", "score", "kept"} <= set(n) for ev in steps for n in ev["nodes"])
+    assert {c["node_id"] for c in data["candidate_details"]} <= {n["id"] for ev in steps for n in ev["nodes"]}

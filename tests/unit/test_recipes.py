@@ -36,8 +36,10 @@ def test_shipped_recipes_exist_for_quickstart_and_math500():
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(ROOT / "recipes").as_posix())
 def test_every_shipped_recipe_validates_and_dry_runs_on_fakes(path, tmp_path):
-    r = load_recipe(path, {"generator.backend": "fake", "generator.model": None, "generator.options": {},
-                           "dataset.limit": 2, "output": str(tmp_path)})
+    from ttc.cli import dry_run_overrides
+
+    overrides = {**dry_run_overrides(load_recipe(path), str(tmp_path)), "dataset.limit": 2}
+    r = load_recipe(path, overrides)
     summary = run_recipe(r, progress=False, make_plots=False)
     configs = expand(r)
     assert [row["config"] for row in summary["table"]] == [c.label for c in configs]
