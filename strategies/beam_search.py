@@ -40,33 +40,41 @@ class BeamSearch(StepSearch):
         keep = n // c.beam_width
         completed: list[Trajectory] = []
         (live,) = await self.extend(ctx, [None], [n])
-        frontier, step = live, 0
+        frontier: list[Trajectory] = []
+        step = 0
         while live:
             step += 1
-            scores = await self.ranking_scores(ctx, live)
-            if scores is None:
+            scores = await self.ranking_scores(ctx, live, completed)
+            if scores is None:  # verifier budget spent: what finished is still kept
+                self.bank_finished(completed, live)
                 break
-            finished = [t for t in live if t.finished]
-            completed.extend(finished)
+            self.bank_finished(completed, live)
             open_idx = [i for i, t in enumerate(live) if not t.finished]
-            # The beam shrinks as trajectories finish: they are kept once, never copied back in.
+            frontier = [live[i] for i in open_idx]  # scored and live: the fallback pool
+            # The beam shrinks as trajectories finish: they are kept once, never copied back in,
+            # and the live width never exceeds what is left of N.
             left = n - len(completed)
             slots = min(keep, -(-left // c.beam_width)) if left > 0 else 0
             kept_idx = [open_idx[j] for j in top_k([live[i] for i in open_idx], [scores[i] for i in open_idx], slots)]
             kept = [live[i] for i in kept_idx]
-            self.record_step(ctx, step, live, scores, {t.node_id for t in kept}, kept_beams=len(kept))
+            self.record_step(ctx, step, live, scores, {t.node_id for t in kept}, kept_beams=len(kept), left=left)
             if not kept:
                 break
-            frontier = kept
-            children = await self.extend(ctx, kept, [c.beam_width] * len(kept))
+            counts = [c.beam_width] * len(kept)
+            counts[-1] = left - (len(kept) - 1) * c.beam_width if left < len(kept) * c.beam_width else c.beam_width
+            children = await self.extend(ctx, kept, counts)
             live = [t for group in children for t in group]
         metrics = {"width": n, "beam_width": c.beam_width, "steps_searched": step}
-        return await self.finish(ctx, completed, [t for t in (live or frontier) if not t.finished], metrics)
+        return await self.finish(ctx, completed, frontier, metrics)
 
-    async def ranking_scores(self, ctx: SearchContext, live: list[Trajectory]) -> list[float] | None:
+    async def ranking_scores(self, ctx: SearchContext, live: list[Trajectory], completed: list[Trajectory]
+                             ) -> list[float] | None:
         """Each candidate's score: its own, or (with lookahead) that of its greedy k-step rollout.
 
-        Either way one scoring call per search step; a finished candidate is its own rollout.
+        Lookahead costs k extra generate calls per search step (one per rollout step, for all
+        candidates at once) but still one scoring call. A candidate takes its own step scores from
+        its rollout (the rollout's first steps are the candidate's); a rollout that finishes is a
+        paid-for solution and joins the completed pool.
         """
         if not self.config.lookahead:
             return await self.scores(ctx, live)
@@ -80,7 +88,12 @@ class BeamSearch(StepSearch):
                 if g:
                     rollouts[i] = g[0]
         scores = await self.scores(ctx, rollouts)
-        if scores is not None:
-            ctx.record("lookahead", steps=self.config.lookahead,
-                       rollouts=[{"of": t.node_id, "rollout": r.node_id} for t, r in zip(live, rollouts)])
+        if scores is None:
+            return None
+        for node, rollout in zip(live, rollouts):
+            if rollout is not node:
+                node.step_scores = list(rollout.step_scores[: len(node.steps)])
+        self.bank_finished(completed, [r for r, t in zip(rollouts, live) if r is not t])
+        ctx.record("lookahead", steps=self.config.lookahead,
+                   rollouts=[{"of": t.node_id, "rollout": r.node_id} for t, r in zip(live, rollouts)])
         return scores

@@ -40,11 +40,18 @@ class DVTS(StepSearch):
         subtrees = n // m
         # Each subtree starts from its own root sample.
         (roots,) = await self.extend(ctx, [None], [subtrees])
-        heads: list[Trajectory | None] = list(roots) + [None] * (subtrees - len(roots))
-        completed: list[Trajectory] = [t for t in roots if t.finished]
-        heads = [None if (h is not None and h.finished) else h for h in heads]
         subtree_of = {t.node_id: k for k, t in enumerate(roots)}
+        completed: list[Trajectory] = []
+        root_scores = await self.scores(ctx, roots)  # roots are scored like every other node
+        self.bank_finished(completed, roots)
+        if root_scores is not None:
+            self.record_step(ctx, 0, roots, root_scores, {t.node_id for t in roots if not t.finished},
+                             subtrees=[subtree_of[t.node_id] for t in roots])
+        heads: list[Trajectory | None] = [None if t.finished else t for t in roots]
+        if root_scores is None:
+            heads = []
         step = 0
+        stalled: list[Trajectory] = []
         while any(h is not None for h in heads):
             step += 1
             live_k = [k for k, h in enumerate(heads) if h is not None]
@@ -53,7 +60,8 @@ class DVTS(StepSearch):
             if not flat:
                 break
             scores = await self.scores(ctx, flat)
-            if scores is None:
+            if scores is None:  # verifier budget spent: what finished is still kept
+                self.bank_finished(completed, flat)
                 break
             by_id = dict(zip((t.node_id for t in flat), scores))
             kept = set()
@@ -61,13 +69,14 @@ class DVTS(StepSearch):
                 for t in group:
                     subtree_of[t.node_id] = k
                 if not group:
-                    heads[k] = None  # the budget could not pay for this subtree's next step
+                    stalled.append(heads[k])  # the budget could not pay for this subtree's next step
+                    heads[k] = None
                     continue
-                completed.extend(t for t in group if t.finished)
+                self.bank_finished(completed, group)
                 best = group[top_k(group, [by_id[t.node_id] for t in group], 1)[0]]
                 kept.add(best.node_id)
                 heads[k] = None if best.finished else best
             self.record_step(ctx, step, flat, scores, kept, subtrees=[subtree_of[t.node_id] for t in flat])
-        last = [h for h in heads if h is not None]
+        last = [h for h in heads if h is not None] + stalled
         metrics = {"width": n, "subtrees": subtrees, "beam_width": m, "steps_searched": step}
         return await self.finish(ctx, completed, last or [t for t in roots if not t.finished], metrics)

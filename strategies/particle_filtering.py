@@ -55,6 +55,8 @@ class ParticleFiltering(StepSearch):
     async def run(self, ctx: SearchContext) -> Outcome:
         c = self.config
         n = self.width(ctx.ledger.budget)
+        if c.n is None and c.gibbs_iterations:
+            n = max(1, n // (c.gibbs_iterations + 1))  # a budget-derived width is shared by every run
         completed: list[Trajectory] = []
         last_live: list[Trajectory] = []
         reference: Trajectory | None = None
@@ -84,18 +86,22 @@ class ParticleFiltering(StepSearch):
         """
         c = self.config
         completed: list[Trajectory] = []
-        ref_len = len(reference.steps) if reference is not None else 0
+        # The reference's unfinished prefixes (1 .. len-1 steps) take part; the whole reference is
+        # already in the completed pool and is neither rescored nor added again.
+        ref_len = len(reference.steps) - 1 if reference is not None else 0
+        prev_ref: Trajectory | None = None
         (live,) = await self.extend(ctx, [None], [n - (1 if ref_len else 0)])
         step = 0
         while live:
             step += 1
-            ref = self.reference_prefix(ctx, reference, step) if step <= ref_len else None
+            ref = self.reference_prefix(ctx, reference, step, prev_ref) if step <= ref_len else None
             if ref is not None:
                 live = [ref] + live
+                prev_ref = ref
             scores = await self.scores(ctx, live)
+            self.bank_finished(completed, [t for t in live if t is not ref])  # kept even if scoring stops
             if scores is None:
                 break
-            completed.extend(t for t in live if t.finished and t is not ref)
             open_pairs = [(t, s) for t, s in zip(live, scores) if not t.finished]
             reserved = 1 if step < ref_len else 0  # the reference's next prefix takes one slot
             population = n - len(completed) - reserved
@@ -113,14 +119,13 @@ class ParticleFiltering(StepSearch):
             live = [t for group in children for t in group]
         return completed, [t for t in live if not t.finished], step
 
-    def reference_prefix(self, ctx: SearchContext, reference: Trajectory, step: int) -> Trajectory:
-        """The reference trajectory cut to `step` steps, as a particle of this run."""
-        whole = step >= len(reference.steps)
+    def reference_prefix(self, ctx: SearchContext, reference: Trajectory, step: int,
+                         previous: Trajectory | None) -> Trajectory:
+        """The reference trajectory cut to `step` steps (fewer than all), as a live particle."""
         steps = list(reference.steps[:step])
         # Token count of a cut prefix is not recorded per step: estimate it by its share of the text.
         share = len("".join(steps)) / max(1, len(reference.text))
-        t = Trajectory(steps=steps, num_tokens=round(reference.num_tokens * share),
-                       finish_reason=reference.finish_reason if whole else "stop", finished=whole,
-                       step_scores=list(reference.step_scores[:step]),
-                       node_id=ctx.next_node_id(), parent_id=reference.node_id)
+        t = Trajectory(steps=steps, num_tokens=round(reference.num_tokens * share), finish_reason="stop",
+                       finished=False, node_id=ctx.next_node_id(),
+                       parent_id=previous.node_id if previous is not None else None)
         return ctx.keep(t)

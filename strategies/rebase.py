@@ -56,14 +56,16 @@ class Rebase(StepSearch):
         n = self.width(ctx.ledger.budget)
         completed: list[Trajectory] = []
         (live,) = await self.extend(ctx, [None], [n])
-        frontier, step = live, 0
+        frontier: list[Trajectory] = []
+        step = 0
         while live:
             step += 1
             scores = await self.scores(ctx, live)
+            self.bank_finished(completed, live)  # kept even when the verifier budget is spent
             if scores is None:
                 break
-            completed.extend(t for t in live if t.finished)
             open_nodes = [(t, s) for t, s in zip(live, scores) if not t.finished]
+            frontier = [t for t, _ in open_nodes]  # scored and live: the fallback pool
             width = n - len(completed)  # finished solutions shrink the width
             if not open_nodes or width <= 0:
                 self.record_step(ctx, step, live, scores, set(), width=max(width, 0), shares=[])
@@ -74,8 +76,7 @@ class Rebase(StepSearch):
             self.record_step(ctx, step, live, scores, kept, width=width,
                              shares=[{"id": t.node_id, "weight": round(w, 6), "share": k}
                                      for (t, _), w, k in zip(open_nodes, weights, shares)])
-            frontier = [t for t, _ in open_nodes]
             children = await self.extend(ctx, frontier, shares)
             live = [t for group in children for t in group]
         metrics = {"width": n, "steps_searched": step}
-        return await self.finish(ctx, completed, [t for t in (live or frontier) if not t.finished], metrics)
+        return await self.finish(ctx, completed, frontier, metrics)

@@ -96,7 +96,7 @@ class StepSearch(Strategy):
             finished, reason = True, "abort"
         elif completion.finish_reason == "stop" and not ended_step:
             finished, reason = True, "stop"  # EOS, or a user stop string
-        elif has_final_answer(completion.text):
+        elif has_final_answer("".join(steps[-2:])):  # a \boxed{} may straddle a step boundary
             finished, reason = True, "stop"
         elif tokens >= c.max_tokens:
             finished, reason = True, "length"
@@ -124,6 +124,12 @@ class StepSearch(Strategy):
             {"id": t.node_id, "parent": t.parent_id, "score": round(s, 6), "finished": t.finished,
              "kept": t.node_id in kept, "answer": t.answer if t.finished else None}
             for t, s in zip(nodes, scores)])
+
+    @staticmethod
+    def bank_finished(completed: list[Trajectory], nodes: Sequence[Trajectory]) -> None:
+        """Move finished nodes into the completed pool once (when a search stops early, too)."""
+        seen = {id(t) for t in completed}
+        completed.extend(t for t in nodes if t.finished and id(t) not in seen)
 
     async def finish(self, ctx: SearchContext, completed: list[Trajectory], active: list[Trajectory],
                      metrics: dict) -> Outcome:

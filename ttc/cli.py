@@ -56,6 +56,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true",
                    help="validate and run on the fake backend with 3 problems, into a temporary folder")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    c = sub.add_parser("calibrate", help="run a strategy x budget grid, fit an allocator for strategy=auto")
+    c.add_argument("recipe", help="recipe whose strategies x budgets form the grid, on a calibration dataset")
+    c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
+    c.add_argument("--evaluate", action="store_true", help="also compare auto with fixed strategies (cross-fitted)")
+    c.add_argument("--name", help="save as $TTC_HOME/allocators/NAME.json (default: the recipe's name)")
+    c.add_argument("--probe-samples", type=int, default=4, help="samples in the difficulty probe (default 4)")
+    c.add_argument("--bins", type=int, default=3, help="difficulty bins (default 3)")
+    c.add_argument("--folds", type=int, default=4, help="cross-fitting folds for --evaluate (default 4)")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -136,6 +146,32 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from ttc.calibrate import calibrate
+    from ttc.config import parse_assignments
+    from ttc.recipe import load_recipe
+
+    for name, value, low in (("--probe-samples", args.probe_samples, 1), ("--bins", args.bins, 1),
+                             ("--folds", args.folds, 2)):
+        if value < low:
+            raise ConfigError(f"{name} must be at least {low}, got {value}")
+    recipe = load_recipe(args.recipe, parse_assignments(args.overrides))
+    report = calibrate(recipe, probe_samples=args.probe_samples, n_bins=args.bins, name=args.name,
+                       run_evaluation=args.evaluate, folds=args.folds, progress=not args.no_progress)
+    print(f"allocator: {report['allocator'][-1]} (also {report['allocator'][0]})")
+    for i, b in enumerate(report["bins"]):
+        print(f"  bin {i} ({b['problems']} problems): best per budget {b['best']}")
+    ev = report.get("evaluation")
+    if ev:
+        for name in ("auto", "best_fixed", "best_of_n_majority"):
+            curve = ev[name] if name == "auto" else ev.get(name, {}).get("curve", [])
+            pts = ", ".join(f"{p['accuracy']:.1%}@{p['tokens']:.0f}tok" for p in curve)
+            print(f"  {name:<20} {pts}")
+        if "compute_ratio" in ev:
+            print(f"  compute_ratio (auto tokens / best-of-N tokens at best-of-N's top accuracy): {ev['compute_ratio']}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_backends()
@@ -144,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_solve(args)
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "calibrate":
+            return cmd_calibrate(args)
     except USAGE_ERRORS as exc:
         print(f"ttc: error: {exc}", file=sys.stderr)
         return 2

@@ -71,6 +71,7 @@ STRATEGIES = Registry(
         "dvts": "strategies.dvts:DVTS",
         "rebase": "strategies.rebase:Rebase",
         "particle_filtering": "strategies.particle_filtering:ParticleFiltering",
+        "auto": "strategies.auto:Auto",
     },
     "ttc.strategies",
 )

@@ -89,8 +89,14 @@ class SelfEvalScorer(Scorer):
             tokens += result.prompt_tokens + sum(c.num_tokens for c in result.completions)
             top = (result.completions[0].top_logprobs or [{}])[0] if result.completions else {}
             self._cache[key] = self.p_yes(top)
-        while len(self._cache) > _CACHE_SIZE:
+        scores = []
+        for t in trajectories:
+            row = []
+            for k in range(len(t.steps)):
+                key = (problem.prompt, "".join(t.steps[: k + 1]))
+                row.append(self._cache[key])
+                self._cache.move_to_end(key)  # least recently used goes first
+            scores.append(row)
+        while len(self._cache) > _CACHE_SIZE:  # evicted only after this call has read its scores
             self._cache.popitem(last=False)
-        scores = [[self._cache[(problem.prompt, "".join(t.steps[: k + 1]))] for k in range(len(t.steps))]
-                  for t in trajectories]
         return ScoreResult(scores, tokens)

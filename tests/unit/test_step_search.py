@@ -44,7 +44,7 @@ def test_one_generate_and_one_score_call_per_search_step(strategy):
     sol, gen, scorer = run(strategy)
     steps = sol.metrics["steps_searched"]
     assert steps >= 2
-    assert scorer.calls == steps
+    assert scorer.calls == steps + (1 if strategy == "dvts" else 0)  # DVTS also scores its roots
     # The root sampling call, then one expansion call per step that had survivors.
     assert steps <= len(gen.calls) <= steps + 1
 
@@ -55,7 +55,7 @@ def test_beam_keeps_the_top_by_aggregated_score():
     for ev in step_events(sol):
         open_nodes = [n for n in ev["nodes"] if not n["finished"]]
         kept = [n for n in open_nodes if n["kept"]]
-        assert len(kept) == min(keep, ev["kept_beams"], len(open_nodes))
+        assert len(kept) == min(keep, -(-ev["left"] // 2), len(open_nodes)) if ev["left"] > 0 else not kept
         if kept:
             worst_kept = min(n["score"] for n in kept)
             assert all(n["score"] <= worst_kept for n in open_nodes if not n["kept"])
@@ -226,3 +226,69 @@ def test_trace_records_the_search_tree():
     ids = {n["id"] for n in nodes}
     assert all(n["parent"] is None or n["parent"] in ids for n in nodes)
     assert {t.node_id for t in sol.candidates} <= ids
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_spent_verifier_budget_keeps_the_finished_solutions(strategy):
+    # Everything finishes at step 2; the verifier pays for the first scoring call (8 nodes x 1 step x
+    # 10 tokens) but not the second (8 x 2 x 10): the finished step-2 nodes must still be kept.
+    sol, _, _ = run(strategy, steps=1, budget=Budget(generated_tokens=100_000, verifier_tokens=150))
+    assert any(ev["event"] == "verifier_budget_exhausted" for ev in sol.trace)
+    assert sol.candidates and all(t.finished for t in sol.candidates)
+    assert sol.answer in {"42", "41", "7"}
+
+
+def test_dvts_scores_and_traces_its_roots():
+    sol, _, scorer = run("dvts", steps=3)
+    first = step_events(sol)[0]
+    assert first["step"] == 0 and len(first["nodes"]) == 4 and all(n["parent"] is None for n in first["nodes"])
+
+
+def test_answer_only_at_once_is_scored_in_every_search():
+    def immediate(prompt, rng):
+        return f"The answer is \\boxed{{{rng.choice(['41', '42'])}}}"
+
+    for strategy in STRATEGIES:
+        sol, _, _ = run(strategy, gen=FakeGenerator(immediate), scorer=FakeScorer({"42": 0.9, "41": 0.1}))
+        assert sol.answer == "42", strategy
+        assert all(t.step_scores for t in sol.candidates)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_beam_search_never_keeps_more_than_n(seed):
+    sol, _, _ = run("beam_search", n=8, beam_width=4, seed=seed, steps=random.Random(seed).randint(2, 5))
+    assert sol.metrics["completed"] <= 8
+
+
+def test_a_boxed_answer_split_across_steps_ends_the_trajectory():
+    def split(prompt, rng):
+        so_far = prompt.rpartition("[assistant]\n")[2]
+        return "one\n\n" if "\\boxed{" not in so_far and "one" not in so_far else (
+            "and \\boxed{\n\n" if "\\boxed{" not in so_far else "42} done\n\nmore\n\n")
+
+    sol, gen, _ = run("beam_search", gen=FakeGenerator(split), max_steps=8)
+    assert all(len(t.steps) == 3 and t.finished and t.answer == "42" for t in sol.candidates)
+
+
+def test_self_eval_cache_eviction_never_loses_scores_it_needs(monkeypatch):
+    import asyncio
+
+    import verifiers.self_eval as se
+    from ttc.types import Problem, Trajectory
+
+    monkeypatch.setattr(se, "_CACHE_SIZE", 3)
+    scorer = se.SelfEvalScorer()
+    scorer.bind(FakeGenerator())
+    p = Problem("q")
+    asyncio.run(scorer.score(p, [Trajectory(["a\n\n"], 1, "stop")]))
+    res = asyncio.run(scorer.score(p, [Trajectory(["a\n\n", "b\n\n", "c\n\n", "d"], 4, "stop")]))
+    assert len(res.step_scores[0]) == 4 and len(scorer._cache) == 3
+
+
+def test_lookahead_rolls_out_scores_candidates_and_keeps_finished_rollouts():
+    sol, gen, scorer = run("beam_search", lookahead=2, steps=4)
+    steps = sol.metrics["steps_searched"]
+    assert scorer.calls == steps  # still one scoring call per search step
+    assert len(gen.calls) > steps + 1  # rollouts cost extra generate calls
+    assert any(ev["event"] == "lookahead" for ev in sol.trace)
+    assert all(t.step_scores for t in sol.candidates)

@@ -1,0 +1,113 @@
+"""`auto`: probe the prompt, predict its difficulty, run the compute-optimal configuration.
+
+The probe draws a few samples (charged to the budget). When they already agree
+enough, the prompt is easy and the answer is returned at once: the rest of the
+budget is not spent. Otherwise the allocator (fitted by `ttc calibrate`) picks
+the configuration that was most accurate for prompts of this difficulty at the
+budget that is left, and runs it. The probe samples stay in the candidate pool:
+a vote counts them, so no compute is thrown away.
+
+Without an allocator file the documented default is used: easy prompts stop
+after the probe; every other prompt gets best-of-N majority with the rest of
+the budget (the strongest fixed choice on the embedded model, see BENCHMARKS.md).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from strategies.base import Outcome, Strategy
+from strategies.selection import majority_vote
+from ttc.allocator import ConfigChoice, probe_features
+from ttc.budget import Budget
+from ttc.config import SamplingOptions
+from ttc.context import SearchContext
+from ttc.errors import BudgetError, ConfigError
+
+DEFAULT_CHOICE = ConfigChoice(label="best_of_n[majority]", strategy="best_of_n", options={"selection": "majority"})
+
+
+class AutoConfig(SamplingOptions):
+    """The probe, the early stop, and which allocator to follow."""
+
+    probe_samples: int = Field(4, ge=1, le=64, description="Samples in the difficulty probe.")
+    allocator: str | None = Field(None, description="Allocator file or name from `ttc calibrate`; None = default.")
+    confident_agreement: float = Field(
+        1.0, gt=0.0, le=1.0, description="Stop after the probe when this share of its samples agree.")
+
+
+class Auto(Strategy):
+    name = "auto"
+    Config = AutoConfig
+
+    def __init__(self, config: AutoConfig | None = None):
+        super().__init__(config)
+        self._model = None
+        if self.config.allocator is not None:
+            from ttc.allocator import load
+
+            self._model = load(self.config.allocator)
+
+    def check(self, budget: Budget, has_scorer: bool) -> None:
+        c = self.config
+        if budget.generated_tokens is not None and budget.generated_tokens < c.probe_samples * c.max_tokens:
+            raise BudgetError(f"budget={budget.generated_tokens} generated tokens cannot pay for the probe of "
+                              f"probe_samples={c.probe_samples} x max_tokens={c.max_tokens}")
+        self._has_scorer = has_scorer
+
+    async def run(self, ctx: SearchContext) -> Outcome:
+        c = self.config
+        probe = await ctx.sample(self.sampling_params(c.probe_samples, logprobs=0))
+        features = probe_features(probe)
+        ctx.record("probe", samples=len(probe), **features.to_dict())
+        answer, best, votes = await ctx.offload(majority_vote, probe)
+        metrics: dict[str, Any] = {"probe": features.to_dict(), "probe_votes": votes}
+        left = ctx.ledger.generated_left()
+        if features.agreement >= c.confident_agreement or (left is not None and left < c.max_tokens):
+            reason = "confident" if features.agreement >= c.confident_agreement else "budget spent by probe"
+            ctx.record("auto", decision="stop_after_probe", reason=reason)
+            return Outcome(answer, best, probe, {**metrics, "decision": "stop_after_probe", "reason": reason})
+        choice = self.choose(features, left)
+        sub = self.build(choice, left)
+        ctx.record("auto", decision="run", config=choice.label, bin=self._bin(features), budget_left=left)
+        outcome = await sub.run(ctx)
+        candidates = probe + [t for t in outcome.candidates if t not in probe]
+        metrics.update(decision="run", config=choice.label, bin=self._bin(features), sub_metrics=outcome.metrics)
+        if choice.strategy in ("best_of_n", "repeated_sampling") and choice.options.get("selection", "majority") == "majority":
+            answer, best, metrics["votes"] = await ctx.offload(majority_vote, candidates)  # the probe votes too
+            return Outcome(answer, best, candidates, metrics)
+        return Outcome(outcome.answer, outcome.best, candidates, metrics)
+
+    def _bin(self, features) -> int | None:
+        return self._model.bin_of(features) if self._model else None
+
+    def choose(self, features, left: int | None) -> ConfigChoice:
+        if self._model is None:
+            return DEFAULT_CHOICE
+        from ttc.registry import STRATEGIES
+
+        # Configurations that need a verifier are left out when none is configured.
+        allowed = []
+        for cfg in self._model.configs:
+            cls = STRATEGIES.get(cfg.strategy)
+            needs = cls.needs_scorer or cfg.options.get("selection", "majority") != "majority"
+            if self._has_scorer or not needs:
+                allowed.append(cfg.label)
+        return self._model.choose(features, left if left is not None else max(self._model.budgets), allowed)
+
+    def build(self, choice: ConfigChoice, left: int | None) -> Strategy:
+        """The chosen strategy, sized to the budget that is left."""
+        from ttc.registry import STRATEGIES
+
+        cls = STRATEGIES.get(choice.strategy)
+        options = {"max_tokens": self.config.max_tokens, "temperature": self.config.temperature,
+                   "top_p": self.config.top_p, "stop": self.config.stop, **choice.options}
+        if "n" not in choice.options and left is not None and "n" in cls.Config.model_fields:
+            n = left // options["max_tokens"]
+            m = options.get("beam_width", 1) if "beam_width" in cls.Config.model_fields else 1
+            options["n"] = max(m, n - n % m)
+        try:
+            return cls.from_options(options)
+        except ConfigError as exc:
+            raise ConfigError(f"auto: the allocator's choice {choice.label!r} is invalid here: {exc}") from None

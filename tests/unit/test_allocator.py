@@ -1,0 +1,148 @@
+"""The allocator: fitting on synthetic outcome tables, prediction, files, and `auto` on the fakes."""
+import json
+
+import pytest
+import yaml
+
+from ttc import allocator as A
+from ttc.calibrate import calibrate, tokens_to_reach
+from ttc.engine import Engine
+from ttc.errors import BudgetError, ConfigError
+from ttc.recipe import load_recipe
+from ttc.testing import FakeGenerator, answer_script
+
+CONFIGS = [A.ConfigChoice(label="cheap", strategy="best_of_n", options={"selection": "majority"}),
+           A.ConfigChoice(label="search", strategy="beam_search", options={"beam_width": 2})]
+
+
+def synthetic(n_per_group=10):
+    """Easy prompts (probe agreement 1.0) are solved best by `cheap`; hard ones (0.25) by `search`."""
+    feats, outcomes = {}, []
+    groups = {"easy": (1.0, {"cheap": 0.9, "search": 0.7}), "mid": (0.5, {"cheap": 0.5, "search": 0.5}),
+              "hard": (0.25, {"cheap": 0.1, "search": 0.6})}
+    for g, (agreement, acc) in groups.items():
+        for i in range(n_per_group):
+            pid = f"{g}-{i}"
+            feats[pid] = A.ProbeFeatures(agreement, 1.0, None, 50.0)
+            for budget, scale in ((256, 0.5), (1024, 1.0)):
+                for cfg, a in acc.items():
+                    # exactly round(a * scale * n) of the group are correct
+                    correct = i < round(a * scale * n_per_group)
+                    outcomes.append(A.Outcome(pid, cfg, budget, correct, budget * (0.9 if cfg == "cheap" else 1.0)))
+    return feats, outcomes
+
+
+def test_fit_recovers_the_known_optimum_per_bin():
+    feats, outcomes = synthetic()
+    model = A.fit(feats, outcomes, CONFIGS, n_bins=3, probe_samples=4)
+    assert len(model.bins) == 3 and [b.problems for b in model.bins] == [10, 10, 10]
+    hard, mid, easy = model.bins
+    assert hard.best == {"256": "search", "1024": "search"}
+    assert easy.best == {"256": "cheap", "1024": "cheap"}
+    assert mid.best["1024"] == "cheap"  # equal accuracy: the cheaper configuration wins
+    assert hard.accuracy["search"]["1024"] == pytest.approx(0.6)
+    assert model.choose(A.ProbeFeatures(0.25, 1, None, 1), 1024).label == "search"
+    assert model.choose(A.ProbeFeatures(1.0, 1, None, 1), 1024).label == "cheap"
+    assert model.choose(A.ProbeFeatures(0.25, 1, None, 1), 1024, allowed=["cheap"]).label == "cheap"
+
+
+def test_accuracy_interpolates_in_log_budget_and_refuses_unaffordable_budgets():
+    feats, outcomes = synthetic()
+    model = A.fit(feats, outcomes, CONFIGS, probe_samples=4)
+    # hard bin, search: 0.3 at 256 and 0.6 at 1024 -> 0.45 at 512 (half-way in log2)
+    assert model.accuracy_at(0, "search", 512) == pytest.approx(0.45)
+    assert model.accuracy_at(0, "search", 4096) == pytest.approx(0.6)
+    assert model.accuracy_at(0, "search", 100) == float("-inf")
+
+
+def test_allocator_files_round_trip_by_path_and_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTC_HOME", str(tmp_path))
+    feats, outcomes = synthetic()
+    model = A.fit(feats, outcomes, CONFIGS, probe_samples=4, data={"dataset": "synthetic"})
+    A.save(model, A.allocator_path("mine"))
+    assert (tmp_path / "allocators" / "mine.json").exists()
+    assert A.load("mine") == model
+    assert A.load(str(tmp_path / "allocators" / "mine.json")).data == {"dataset": "synthetic"}
+    bad = json.loads((tmp_path / "allocators" / "mine.json").read_text())
+    bad["version"] = 99
+    (tmp_path / "old.json").write_text(json.dumps(bad))
+    with pytest.raises(ConfigError, match="version 99"):
+        A.load(str(tmp_path / "old.json"))
+    with pytest.raises(ConfigError, match="run `ttc calibrate` first"):
+        A.load("nothing-here")
+
+
+def test_tokens_to_reach_by_hand():
+    curve = [{"tokens": 100, "accuracy": 0.2}, {"tokens": 400, "accuracy": 0.6}]
+    assert tokens_to_reach(curve, 0.2) == 100
+    assert tokens_to_reach(curve, 0.4) == pytest.approx(200)  # half-way in log2 between 100 and 400
+    assert tokens_to_reach(curve, 0.7) is None
+
+
+def fake_engine(answers, **kw):
+    return Engine(generator=FakeGenerator(answer_script(answers), **kw))
+
+
+def test_auto_charges_the_probe_and_keeps_its_samples():
+    with fake_engine({"42": 0.5, "41": 0.3, "7": 0.2}, seed=1) as e:
+        sol = e.solve("q", 2000, "auto", max_tokens=100, probe_samples=4, reference="42")
+    assert sol.metrics["decision"] == "run" and sol.metrics["config"] == "best_of_n[majority]"
+    probe_event = next(ev for ev in sol.trace if ev["event"] == "probe")
+    assert probe_event["samples"] == 4
+    assert len(sol.candidates) == 4 + 2000 // 100 - 1  # the probe + the rest of the budget
+    assert sol.usage.generated_tokens == sum(c.num_tokens for c in sol.candidates) <= 2000
+    assert sum(sol.metrics["votes"].values()) == sum(c.answer is not None for c in sol.candidates)
+
+
+def test_auto_stops_after_a_confident_probe():
+    with fake_engine({"42": 1.0}) as e:
+        sol = e.solve("q", 2000, "auto", max_tokens=100)
+    assert sol.metrics["decision"] == "stop_after_probe" and len(sol.candidates) == 4
+    assert sol.usage.generated_tokens < 2000 and sol.answer == "42"
+
+
+def test_auto_refuses_a_budget_below_its_probe():
+    with fake_engine({"42": 1.0}) as e, pytest.raises(BudgetError, match="cannot pay for the probe"):
+        e.solve("q", 300, "auto", max_tokens=100, probe_samples=4)
+
+
+def test_auto_follows_a_fitted_allocator(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTC_HOME", str(tmp_path))
+    feats, outcomes = synthetic()
+    A.save(A.fit(feats, outcomes, CONFIGS, probe_samples=4), A.allocator_path("syn"))
+    from ttc.testing import FakeScorer
+
+    def all_different(prompt, rng):  # every sample a new answer: probe agreement 1/4, a hard prompt
+        return f"step one\n\nThe answer is \\boxed{{{rng.randrange(10**9)}}}"
+
+    with Engine(generator=FakeGenerator(all_different), scorer=FakeScorer()) as e:
+        sol = e.solve("q", 4000, "auto", max_tokens=100, allocator="syn", confident_agreement=0.9)
+        assert sol.metrics["bin"] == 0 and sol.metrics["config"] == "search"  # a hard prompt: searched
+        assert any(ev["event"] == "step" for ev in sol.trace)
+    with Engine(generator=FakeGenerator(all_different)) as e:
+        sol = e.solve("q", 4000, "auto", max_tokens=100, allocator="syn", confident_agreement=0.9)
+        assert sol.metrics["bin"] == 0 and sol.metrics["config"] == "cheap"  # no verifier here: the search is not allowed
+
+
+def test_calibrate_end_to_end_on_fakes(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTC_HOME", str(tmp_path / "home"))
+    path = tmp_path / "cal.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "cal", "generator": {"backend": "fake", "options": {"answers": {"3": 0.5, "4": 0.3, "5": 0.2}}},
+        "dataset": {"source": "arithmetic", "levels": ["add1"], "per_level": 12},
+        "sampling": {"max_tokens": 32},
+        "strategy": [{"name": "best_of_n", "label": "majority"}, {"name": "repeated_sampling", "label": "rs"}],
+        "budget": [32, 128], "output": str(tmp_path / "out"),
+    }))
+    report = calibrate(load_recipe(path), probe_samples=2, run_evaluation=True, folds=3, progress=False)
+    assert (tmp_path / "home" / "allocators" / "cal.json").exists()
+    ev = report["evaluation"]
+    assert ev["problems"] == 12 and [p["budget"] for p in ev["auto"]] == [32, 128]
+    assert ev["best_of_n_majority"]["config"] == "majority"
+    assert "compute_ratio" in ev
+    model = A.load("cal")
+    assert model.data["problems"] == 12 and model.budgets == [32, 128]
+    # A second run resumes: nothing new is solved.
+    before = (tmp_path / "out" / "results.jsonl").read_text()
+    calibrate(load_recipe(path), probe_samples=2, progress=False)
+    assert (tmp_path / "out" / "results.jsonl").read_text() == before

@@ -1,0 +1,168 @@
+"""`ttc calibrate`: run a grid on a calibration set, fit an allocator, and evaluate `auto` offline.
+
+The grid is the recipe's strategies x budgets, plus a probe configuration
+(repeated sampling with the probe's size); it runs through the ordinary,
+resumable recipe runner, so an interrupted calibration continues where it
+stopped. Evaluation is offline and cross-fitted: the allocator is fitted on
+all folds but one and judged on the held-out fold from the recorded outcomes,
+next to the best single fixed configuration and best-of-N majority at the same
+budgets. A prompt that `auto` stops after the probe is judged by the probe's
+majority answer at the probe's cost; otherwise auto's tokens are the probe's
+plus the chosen configuration's, so the probe's cost is never hidden.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from ttc import allocator as A
+from ttc.errors import ConfigError
+from ttc.recipe import Recipe
+from ttc.runner import run_recipe
+
+PROBE_LABEL = "probe"
+
+
+def probe_recipe(recipe: Recipe, probe_samples: int) -> Recipe:
+    """The probe as a recipe of its own: repeated sampling with the probe's size, at the probe's budget.
+
+    It writes into the same output folder (its label differs), so both runs resume together.
+    """
+    max_tokens = int(recipe.sampling.get("max_tokens", 256))
+    data = {**recipe.model_dump(mode="json"), "budget": probe_samples * max_tokens,
+            "strategy": [{"name": "repeated_sampling", "n": probe_samples, "label": PROBE_LABEL}]}
+    out = Recipe.model_validate(data)
+    out._base_dir = recipe._base_dir
+    return out
+
+
+def _records(out: Path) -> list[dict[str, Any]]:
+    from ttc.results import ResultsLog
+
+    return ResultsLog(out / "results.jsonl").load()
+
+
+def features_from_records(records: Sequence[dict[str, Any]]) -> tuple[dict[str, A.ProbeFeatures], dict[str, dict]]:
+    """Probe features (and the probe's own result) per problem, from the probe configuration's records."""
+    from ttc.types import Trajectory
+
+    feats, probe_results = {}, {}
+    for r in records:
+        if r["strategy"] != PROBE_LABEL:
+            continue
+        samples = [Trajectory([], c["num_tokens"], c["finish_reason"], answer=c["answer"]) for c in r["candidates"]]
+        feats[r["id"]] = A.probe_features(samples)
+        probe_results[r["id"]] = r
+    return feats, probe_results
+
+
+def grid_configs(recipe: Recipe) -> list[A.ConfigChoice]:
+    return [A.ConfigChoice(label=s.display(), strategy=s.name, options=recipe.strategy_options(s))
+            for s in recipe.strategies if s.display() != PROBE_LABEL]
+
+
+def outcomes_from_records(records: Sequence[dict[str, Any]]) -> list[A.Outcome]:
+    return [A.Outcome(r["id"], r["strategy"], int(r["budget"]["generated_tokens"]), bool(r["correct"]),
+                      float(r["usage"]["generated_tokens"]))
+            for r in records if r["strategy"] != PROBE_LABEL and r["correct"] is not None]
+
+
+def evaluate(feats: dict[str, A.ProbeFeatures], probe_results: dict[str, dict], outcomes: Sequence[A.Outcome],
+             configs: Sequence[A.ConfigChoice], *, probe_samples: int, folds: int = 4, n_bins: int = 3,
+             confident_agreement: float = 1.0, seed: int = 0, majority_label: str | None = None) -> dict[str, Any]:
+    """Cross-fitted comparison of auto, the best fixed configuration and best-of-N majority."""
+    ids = sorted(feats)
+    random.Random(seed).shuffle(ids)
+    fold_of = {pid: i % folds for i, pid in enumerate(ids)}
+    table = {(o.problem_id, o.config, o.budget): o for o in outcomes}
+    budgets = sorted({o.budget for o in outcomes})
+    auto = defaultdict(list)  # budget -> [(correct, tokens)]
+    for k in range(folds):
+        train_ids = {p for p in ids if fold_of[p] != k}
+        model = A.fit({p: feats[p] for p in train_ids}, [o for o in outcomes if o.problem_id in train_ids],
+                      configs, n_bins=n_bins, probe_samples=probe_samples)
+        for pid in (p for p in ids if fold_of[p] == k):
+            probe = probe_results[pid]
+            probe_tokens = float(probe["usage"]["generated_tokens"])
+            for b in budgets:
+                if feats[pid].agreement >= confident_agreement:
+                    auto[b].append((bool(probe["correct"]), probe_tokens))
+                    continue
+                choice = model.choose(feats[pid], b)
+                o = table.get((pid, choice.label, b))
+                if o is not None:
+                    auto[b].append((o.correct, probe_tokens + o.tokens))
+    def curve(points: dict[int, list[tuple[bool, float]]]) -> list[dict[str, float]]:
+        return [{"budget": b, "accuracy": sum(c for c, _ in v) / len(v), "tokens": sum(t for _, t in v) / len(v),
+                 "problems": len(v)} for b, v in sorted(points.items()) if v]
+
+    def fixed(label: str) -> list[dict[str, float]]:
+        pts = defaultdict(list)
+        for o in outcomes:
+            if o.config == label and o.problem_id in feats:
+                pts[o.budget].append((o.correct, o.tokens))
+        return curve(pts)
+
+    per_config = {c.label: fixed(c.label) for c in configs}
+    # The best single fixed configuration, chosen with hindsight on all problems (a strong baseline).
+    best_fixed = max(per_config, key=lambda l: (sum(p["accuracy"] for p in per_config[l]), l))
+    result = {"folds": folds, "problems": len(ids), "budgets": budgets, "auto": curve(auto),
+              "best_fixed": {"config": best_fixed, "curve": per_config[best_fixed]}, "configs": per_config}
+    if majority_label is not None and majority_label in per_config:
+        bon = per_config[majority_label]
+        result["best_of_n_majority"] = {"config": majority_label, "curve": bon}
+        top = max(bon, key=lambda p: (p["accuracy"], -p["tokens"]))
+        need = tokens_to_reach(result["auto"], top["accuracy"])
+        result["compute_ratio"] = None if need is None else need / top["tokens"]
+        result["best_of_n_top"] = top
+        result["auto_tokens_to_reach_it"] = need
+    return result
+
+
+def tokens_to_reach(curve: Sequence[dict[str, float]], target: float) -> float | None:
+    """Fewest tokens at which a curve reaches `target` accuracy (linear in log tokens between points)."""
+    pts = sorted((p["tokens"], p["accuracy"]) for p in curve)
+    for i, (t, a) in enumerate(pts):
+        if a >= target:
+            if i == 0:
+                return t
+            t0, a0 = pts[i - 1]
+            if a0 >= target or a == a0:
+                return t
+            f = (target - a0) / (a - a0)
+            return 2 ** (math.log2(t0) + f * (math.log2(t) - math.log2(t0)))
+    return None
+
+
+def calibrate(recipe: Recipe, *, probe_samples: int = 4, n_bins: int = 3, name: str | None = None,
+              run_evaluation: bool = False, folds: int = 4, progress: bool = True, engine=None) -> dict[str, Any]:
+    """Run the grid (resumable), fit and save the allocator, optionally evaluate auto offline."""
+    if any(b.generated_tokens is None for b in recipe.budgets):
+        raise ConfigError("calibration budgets must be generated-token budgets (ints)")
+    if any(s.display() == PROBE_LABEL for s in recipe.strategies):
+        raise ConfigError(f"strategy label {PROBE_LABEL!r} is reserved for the calibration probe")
+    run_recipe(probe_recipe(recipe, probe_samples), progress=progress, make_plots=False, engine=engine)
+    run_recipe(recipe, progress=progress, make_plots=False, engine=engine)
+    out = recipe.output_dir()
+    records = _records(out)
+    feats, probe_results = features_from_records(records)
+    outcomes = outcomes_from_records(records)
+    configs = grid_configs(recipe)
+    data = {"recipe": recipe.name, "dataset": recipe.dataset.model_dump(mode="json"),
+            "generator": recipe.generator.model_dump(mode="json"), "problems": len(feats),
+            "outcomes": len(outcomes)}
+    model = A.fit(feats, outcomes, configs, n_bins=n_bins, probe_samples=probe_samples, data=data)
+    saved = [A.save(model, out / "allocator.json"), A.save(model, A.allocator_path(name or recipe.name))]
+    report: dict[str, Any] = {"allocator": [str(p) for p in saved], "bins": [
+        {"problems": b.problems, "best": b.best} for b in model.bins], "edges": model.edges}
+    if run_evaluation:
+        majority = next((c.label for c in configs if c.strategy == "best_of_n"
+                         and c.options.get("selection", "majority") == "majority"), None)
+        report["evaluation"] = evaluate(feats, probe_results, outcomes, configs, probe_samples=probe_samples,
+                                        folds=folds, n_bins=n_bins, majority_label=majority)
+    (out / "calibration.json").write_text(json.dumps(report, indent=1))
+    return report
