@@ -58,11 +58,24 @@ class Auto(Strategy):
 
     async def run(self, ctx: SearchContext) -> Outcome:
         c = self.config
-        probe = await ctx.sample(self.sampling_params(c.probe_samples, logprobs=0))
+        pool = ctx.pool
+        try:
+            probe = await ctx.sample(self.sampling_params(c.probe_samples, logprobs=0))
+        except BaseException:
+            if pool is not None:  # never leave the batch waiting for this prompt
+                pool.report(ctx.pool_key, ctx.ledger.usage.generated_tokens, hard=False)
+            raise
         features = probe_features(probe)
         ctx.record("probe", samples=len(probe), **features.to_dict())
         answer, best, votes = await ctx.offload(majority_vote, probe)
         metrics: dict[str, Any] = {"probe": features.to_dict(), "probe_votes": votes}
+        if pool is not None:
+            # Batch mode: easy prompts hand back what they did not spend; hard ones share it.
+            pool.report(ctx.pool_key, ctx.ledger.usage.generated_tokens, hard=features.agreement < c.confident_agreement)
+            share = await pool.share(ctx.pool_key)
+            pool.grant(ctx.ledger, share)
+            ctx.record("pool_share", tokens=share)
+            metrics["pool_share"] = share
         left = ctx.ledger.generated_left()
         if features.agreement >= c.confident_agreement or (left is not None and left < c.max_tokens):
             reason = "confident" if features.agreement >= c.confident_agreement else "budget spent by probe"

@@ -71,56 +71,72 @@ def outcomes_from_records(records: Sequence[dict[str, Any]]) -> list[A.Outcome]:
             for r in records if r["strategy"] != PROBE_LABEL and r["correct"] is not None]
 
 
+def auto_points(model: A.AllocatorModel, ids: Sequence[str], feats: dict[str, A.ProbeFeatures],
+                probe_results: dict[str, dict], table: dict, budgets: Sequence[int],
+                confident_agreement: float = 1.0) -> dict[int, list[tuple[bool, float]]]:
+    """What `auto` would have done on `ids` at each budget: (correct, tokens) from recorded outcomes."""
+    points: dict[int, list[tuple[bool, float]]] = defaultdict(list)
+    for pid in ids:
+        probe = probe_results[pid]
+        probe_tokens = float(probe["usage"]["generated_tokens"])
+        for b in budgets:
+            if feats[pid].agreement >= confident_agreement:
+                points[b].append((bool(probe["correct"]), probe_tokens))
+                continue
+            o = table.get((pid, model.choose(feats[pid], b).label, b))
+            if o is not None:
+                points[b].append((o.correct, probe_tokens + o.tokens))
+    return points
+
+
+def _curve(points: dict[int, list[tuple[bool, float]]]) -> list[dict[str, float]]:
+    return [{"budget": b, "accuracy": sum(c for c, _ in v) / len(v), "tokens": sum(t for _, t in v) / len(v),
+             "problems": len(v)} for b, v in sorted(points.items()) if v]
+
+
+def compare(auto: dict[int, list], outcomes: Sequence[A.Outcome], configs: Sequence[A.ConfigChoice],
+            ids: Sequence[str], majority_label: str | None) -> dict[str, Any]:
+    """auto's curve next to every fixed configuration's, the best fixed one, and best-of-N majority."""
+    wanted = set(ids)
+    per_config = {}
+    for c in configs:
+        pts = defaultdict(list)
+        for o in outcomes:
+            if o.config == c.label and o.problem_id in wanted:
+                pts[o.budget].append((o.correct, o.tokens))
+        per_config[c.label] = _curve(pts)
+    # The best single fixed configuration, chosen with hindsight on these problems (a strong baseline).
+    best_fixed = max(per_config, key=lambda l: (sum(p["accuracy"] for p in per_config[l]), l))
+    result = {"problems": len(ids), "budgets": sorted({o.budget for o in outcomes}), "auto": _curve(auto),
+              "best_fixed": {"config": best_fixed, "curve": per_config[best_fixed]}, "configs": per_config}
+    if majority_label is not None and per_config.get(majority_label):
+        bon = per_config[majority_label]
+        top = max(bon, key=lambda p: (p["accuracy"], -p["tokens"]))
+        need = tokens_to_reach(result["auto"], top["accuracy"])
+        result.update(best_of_n_majority={"config": majority_label, "curve": bon}, best_of_n_top=top,
+                      auto_tokens_to_reach_it=need, compute_ratio=None if need is None else need / top["tokens"])
+    return result
+
+
 def evaluate(feats: dict[str, A.ProbeFeatures], probe_results: dict[str, dict], outcomes: Sequence[A.Outcome],
              configs: Sequence[A.ConfigChoice], *, probe_samples: int, folds: int = 4, n_bins: int = 3,
              confident_agreement: float = 1.0, seed: int = 0, majority_label: str | None = None) -> dict[str, Any]:
-    """Cross-fitted comparison of auto, the best fixed configuration and best-of-N majority."""
+    """Cross-fitted: each fold is judged by an allocator fitted on the other folds."""
     ids = sorted(feats)
     random.Random(seed).shuffle(ids)
     fold_of = {pid: i % folds for i, pid in enumerate(ids)}
     table = {(o.problem_id, o.config, o.budget): o for o in outcomes}
     budgets = sorted({o.budget for o in outcomes})
-    auto = defaultdict(list)  # budget -> [(correct, tokens)]
+    auto: dict[int, list] = defaultdict(list)
     for k in range(folds):
-        train_ids = {p for p in ids if fold_of[p] != k}
-        model = A.fit({p: feats[p] for p in train_ids}, [o for o in outcomes if o.problem_id in train_ids],
-                      configs, n_bins=n_bins, probe_samples=probe_samples)
-        for pid in (p for p in ids if fold_of[p] == k):
-            probe = probe_results[pid]
-            probe_tokens = float(probe["usage"]["generated_tokens"])
-            for b in budgets:
-                if feats[pid].agreement >= confident_agreement:
-                    auto[b].append((bool(probe["correct"]), probe_tokens))
-                    continue
-                choice = model.choose(feats[pid], b)
-                o = table.get((pid, choice.label, b))
-                if o is not None:
-                    auto[b].append((o.correct, probe_tokens + o.tokens))
-    def curve(points: dict[int, list[tuple[bool, float]]]) -> list[dict[str, float]]:
-        return [{"budget": b, "accuracy": sum(c for c, _ in v) / len(v), "tokens": sum(t for _, t in v) / len(v),
-                 "problems": len(v)} for b, v in sorted(points.items()) if v]
-
-    def fixed(label: str) -> list[dict[str, float]]:
-        pts = defaultdict(list)
-        for o in outcomes:
-            if o.config == label and o.problem_id in feats:
-                pts[o.budget].append((o.correct, o.tokens))
-        return curve(pts)
-
-    per_config = {c.label: fixed(c.label) for c in configs}
-    # The best single fixed configuration, chosen with hindsight on all problems (a strong baseline).
-    best_fixed = max(per_config, key=lambda l: (sum(p["accuracy"] for p in per_config[l]), l))
-    result = {"folds": folds, "problems": len(ids), "budgets": budgets, "auto": curve(auto),
-              "best_fixed": {"config": best_fixed, "curve": per_config[best_fixed]}, "configs": per_config}
-    if majority_label is not None and majority_label in per_config:
-        bon = per_config[majority_label]
-        result["best_of_n_majority"] = {"config": majority_label, "curve": bon}
-        top = max(bon, key=lambda p: (p["accuracy"], -p["tokens"]))
-        need = tokens_to_reach(result["auto"], top["accuracy"])
-        result["compute_ratio"] = None if need is None else need / top["tokens"]
-        result["best_of_n_top"] = top
-        result["auto_tokens_to_reach_it"] = need
-    return result
+        train = {p for p in ids if fold_of[p] != k}
+        model = A.fit({p: feats[p] for p in train}, [o for o in outcomes if o.problem_id in train], configs,
+                      n_bins=n_bins, probe_samples=probe_samples)
+        held_out = [p for p in ids if fold_of[p] == k]
+        for b, pts in auto_points(model, held_out, feats, probe_results, table, budgets,
+                                  confident_agreement).items():
+            auto[b].extend(pts)
+    return {"folds": folds, **compare(auto, outcomes, configs, ids, majority_label)}
 
 
 def tokens_to_reach(curve: Sequence[dict[str, float]], target: float) -> float | None:

@@ -42,6 +42,9 @@ class SearchContext:
         self._trajectories: dict[int, Trajectory] = {}
         self._node_ids = 0
         self.budget_limited = False
+        #: Set when the problem is one of a batch sharing one budget (see ttc.budget_pool).
+        self.pool = None
+        self.pool_key: object = None
 
     # ---- tracing -------------------------------------------------------------------------------
     def record(self, event: str, **data: Any) -> None:

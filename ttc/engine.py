@@ -145,7 +145,7 @@ class Engine:
         return strat, budget
 
     async def _solve(self, problem: Problem, budget, strategy: str, options: dict[str, Any],
-                     seed: int | None, verifier: str | None = None) -> Solution:
+                     seed: int | None, verifier: str | None = None, pool=None, pool_key=None) -> Solution:
         strat, budget = self._prepare(strategy, options, budget, verifier)
         if self._problem_slots is None:
             self._problem_slots = asyncio.Semaphore(self.config.max_concurrent_problems)
@@ -159,6 +159,7 @@ class Engine:
             ledger = Ledger(budget, num_parameters=generator.num_parameters)
             ctx = SearchContext(problem, generator.render_prompt(problem), generator, ledger, scorer,
                                 seed=self.config.seed if seed is None else seed)
+            ctx.pool, ctx.pool_key = pool, pool_key
             try:
                 outcome = await strat.run(ctx)
             except (ConfigError, BudgetError):
@@ -212,6 +213,40 @@ class Engine:
                 return exc
 
         return list(await asyncio.gather(*(one(p) for p in prepared)))
+
+    async def asolve_pooled(self, problems: Sequence[str | Problem], total_budget: int, *,
+                            seed: int | None = None, **options: Any) -> list[Solution | TTCError]:
+        """`auto` over a batch under ONE generated-token budget for all of it.
+
+        Each problem is probed; confident ones stop there, and what the probes left is shared
+        among the rest, so compute moves from easy prompts to hard ones. Problems run in groups
+        of at most `max_concurrent_problems`, each group with its share of the total.
+        """
+        from ttc.budget_pool import BudgetPool
+
+        prepared = [make_problem(p, None, self.config.system_prompt) for p in problems]
+        if isinstance(total_budget, bool) or not isinstance(total_budget, int) or total_budget <= 0:
+            raise BudgetError(f"total_budget must be a positive int of generated tokens, got {total_budget!r}")
+        strat, _ = self._prepare("auto", options, 1 << 62)
+        probe_cost = strat.config.probe_samples * strat.config.max_tokens
+        if total_budget < probe_cost * len(prepared):
+            raise BudgetError(f"total_budget={total_budget} cannot pay for {len(prepared)} probes of "
+                              f"{probe_cost} tokens (probe_samples x max_tokens)")
+        size = self.config.max_concurrent_problems
+        results: list[Solution | TTCError] = []
+        for start in range(0, len(prepared), size):
+            group = prepared[start:start + size]
+            pool = BudgetPool(total_budget * len(group) // len(prepared), len(group))
+
+            async def one(i: int, p: Problem):
+                coro = self._solve(p, probe_cost, "auto", options, seed, None, pool, i)
+                try:
+                    return await asyncio.wrap_future(self._submit(coro))
+                except TTCError as exc:
+                    return exc
+
+            results += await asyncio.gather(*(one(i, p) for i, p in enumerate(group)))
+        return results
 
     def solve_many(self, problems: Sequence[str | Problem], budget, strategy: str = "best_of_n", *,
                    seed: int | None = None, **options: Any) -> list[Solution | TTCError]:

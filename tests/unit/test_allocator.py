@@ -146,3 +146,32 @@ def test_calibrate_end_to_end_on_fakes(tmp_path, monkeypatch):
     before = (tmp_path / "out" / "results.jsonl").read_text()
     calibrate(load_recipe(path), probe_samples=2, progress=False)
     assert (tmp_path / "out" / "results.jsonl").read_text() == before
+
+
+def test_pooled_batch_moves_compute_from_easy_to_hard_prompts():
+    def script(prompt, rng):
+        answer = "7" if "easy" in prompt else str(rng.randrange(10**6))
+        return f"some words here\n\nThe answer is \\boxed{{{answer}}}"
+
+    problems = ["easy one", "easy two", "easy three", "hard one", "hard two"]
+    with Engine(generator=FakeGenerator(script)) as e:
+        import asyncio
+
+        sols = asyncio.run(e.asolve_pooled(problems, 5 * 1000, max_tokens=100, probe_samples=4))
+    spent = sum(s.usage.generated_tokens for s in sols)
+    assert spent <= 5 * 1000
+    easy, hard = sols[:3], sols[3:]
+    assert all(s.metrics["decision"] == "stop_after_probe" and len(s.candidates) == 4 for s in easy)
+    assert all(s.metrics["decision"] == "run" and s.metrics["pool_share"] > 0 for s in hard)
+    # What the probes did not spend is split between the hard prompts: far more than 1000 each.
+    probes = sum(s.usage.generated_tokens for s in easy) + sum(c.num_tokens for s in hard for c in s.candidates[:4])
+    assert sum(s.metrics["pool_share"] for s in hard) == 5000 - probes
+    assert all(s.metrics["pool_share"] > 2000 and len(s.candidates) == 4 + s.metrics["pool_share"] // 100
+               for s in hard)
+
+
+def test_pooled_batch_rejects_a_total_below_the_probes():
+    import asyncio
+
+    with fake_engine({"1": 1.0}) as e, pytest.raises(BudgetError, match="cannot pay for 3 probes"):
+        asyncio.run(e.asolve_pooled(["a", "b", "c"], 500, max_tokens=100, probe_samples=4))

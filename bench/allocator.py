@@ -1,0 +1,123 @@
+"""Compute-optimal allocation on the embedded model: calibrate on one part of the arithmetic set,
+evaluate `auto` on another.
+
+Calibration set: arithmetic levels add1, add2, mul1, mul2, seed 0. Held-out set:
+the same levels, seed 1 (other problems). The grid is best-of-N majority and
+confidence-weighted best-of-N (mean_logprob) at 128, 512 and 2048 tokens per problem
+(max_tokens 128, so 1, 4 and 16 samples), plus the 4-sample probe. The allocator is
+fitted on the calibration set only; `auto` is judged on the held-out set from that
+set's recorded outcomes (probe cost included). Prints accuracy versus tokens for auto,
+the best fixed configuration and best-of-N majority, writes a plot, and, as its last
+line, one JSON object whose `compute_ratio` is the tokens auto needs over the tokens
+best-of-N majority needs to reach best-of-N majority's top accuracy.
+
+    python -m bench.allocator [--per-level 10] [--out bench/out/allocator]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections import defaultdict
+from pathlib import Path
+
+
+def recipe_data(seed: int, per_level: int, out: Path) -> dict:
+    return {
+        "name": f"allocator_seed{seed}", "generator": {"backend": "vllm"}, "verifier": {"name": "mean_logprob"},
+        "dataset": {"source": "arithmetic", "levels": ["add1", "add2", "mul1", "mul2"], "per_level": per_level,
+                    "seed": seed},
+        "sampling": {"max_tokens": 128, "temperature": 0.8},
+        "strategy": [{"name": "best_of_n", "selection": "majority", "label": "majority"},
+                     {"name": "best_of_n", "selection": "weighted", "label": "weighted"}],
+        "budget": [128, 512, 2048], "output": str(out / f"seed{seed}"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-level", type=int, default=10)
+    parser.add_argument("--out", default="bench/out/allocator")
+    args = parser.parse_args()
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("TTC_HOME", str(Path(args.out).resolve() / "home"))
+
+    from ttc import allocator as A
+    from ttc.calibrate import (auto_points, calibrate, compare, features_from_records, grid_configs,
+                               outcomes_from_records, probe_recipe)
+    from ttc.engine import Engine
+    from ttc.recipe import parse_recipe
+    from ttc.results import ResultsLog
+    from ttc.runner import run_recipe
+
+    out = Path(args.out)
+    calib = parse_recipe(recipe_data(0, args.per_level, out))
+    held = parse_recipe(recipe_data(1, args.per_level, out))
+    engine = Engine(calib.engine_config()).start()
+    t0 = time.perf_counter()
+    report = calibrate(calib, probe_samples=4, name="bench_allocator", progress=False, engine=engine)
+    model = A.load(report["allocator"][-1])
+    run_recipe(probe_recipe(held, 4), engine=engine, progress=False, make_plots=False)
+    run_recipe(held, engine=engine, progress=False, make_plots=False)
+    engine.close()
+    wall = time.perf_counter() - t0
+
+    records = ResultsLog(held.output_dir() / "results.jsonl").load()
+    feats, probes = features_from_records(records)
+    outcomes = outcomes_from_records(records)
+    configs = grid_configs(held)
+    table = {(o.problem_id, o.config, o.budget): o for o in outcomes}
+    ids = sorted(feats)
+    auto = auto_points(model, ids, feats, probes, table, sorted({o.budget for o in outcomes}))
+    result = compare(auto, outcomes, configs, ids, "majority")
+
+    print(f"calibration bins (edges on probe agreement {model.edges}):")
+    for i, b in enumerate(model.bins):
+        print(f"  bin {i}: {b.problems} problems, best per budget {b.best}")
+    print("\nheld-out accuracy vs mean generated tokens per problem:")
+    rows = [("auto", result["auto"]), (f"best fixed ({result['best_fixed']['config']})", result["best_fixed"]["curve"]),
+            ("best-of-N majority", result["best_of_n_majority"]["curve"])]
+    for name, curve in rows:
+        print(f"  {name:<28} " + "  ".join(f"{p['accuracy']:.1%}@{p['tokens']:.0f}" for p in curve))
+    decisions = defaultdict(int)
+    for pid in ids:
+        decisions["stop_after_probe" if feats[pid].agreement >= 1.0 else model.choose(feats[pid], 2048).label] += 1
+    plot(rows, out / "allocator.png")
+    summary = {
+        "bench": "allocator", "calibration_problems": model.data.get("problems"), "held_out_problems": len(ids),
+        "auto": result["auto"], "best_fixed": result["best_fixed"], "best_of_n_majority": result["best_of_n_majority"],
+        "best_of_n_top": result["best_of_n_top"], "auto_tokens_to_reach_it": result["auto_tokens_to_reach_it"],
+        "compute_ratio": result["compute_ratio"], "decisions_at_2048": dict(decisions),
+        "wall_s": round(wall, 1), "plot": str(out / "allocator.png"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+    }
+    print(f"\ncompute_ratio (auto tokens / best-of-N tokens at best-of-N's top accuracy "
+          f"{result['best_of_n_top']['accuracy']:.1%}): {result['compute_ratio']}")
+    print(json.dumps(summary))
+
+
+def plot(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, curve in rows:
+        ax.plot([p["tokens"] for p in curve], [p["accuracy"] for p in curve], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("generated tokens per problem (mean, probe included for auto)")
+    ax.set_ylabel("accuracy (held-out arithmetic)")
+    ax.set_title("auto vs fixed strategies, SmolLM2-135M on CPU")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
