@@ -82,14 +82,33 @@ class Auto(Strategy):
             ctx.record("auto", decision="stop_after_probe", reason=reason)
             return Outcome(answer, best, probe, {**metrics, "decision": "stop_after_probe", "reason": reason})
         choice = self.choose(features, left)
+        if choice.strategy == "probe_only":  # the allocator found the probe enough for prompts like this
+            ctx.record("auto", decision="stop_after_probe", reason="allocator", bin=self._bin(features))
+            return Outcome(answer, best, probe, {**metrics, "decision": "stop_after_probe", "reason": "allocator",
+                                                 "bin": self._bin(features)})
         sub = self.build(choice, left)
         ctx.record("auto", decision="run", config=choice.label, bin=self._bin(features), budget_left=left)
         outcome = await sub.run(ctx)
         candidates = probe + [t for t in outcome.candidates if t not in probe]
         metrics.update(decision="run", config=choice.label, bin=self._bin(features), sub_metrics=outcome.metrics)
-        if choice.strategy in ("best_of_n", "repeated_sampling") and choice.options.get("selection", "majority") == "majority":
-            answer, best, metrics["votes"] = await ctx.offload(majority_vote, candidates)  # the probe votes too
-            return Outcome(answer, best, candidates, metrics)
+        if choice.strategy in ("best_of_n", "repeated_sampling"):
+            # The probe's samples are the first of the N: they vote (and are scored) like the rest.
+            selection = choice.options.get("selection", "majority")
+            if selection == "majority" or choice.strategy == "repeated_sampling":
+                answer, best, metrics["votes"] = await ctx.offload(majority_vote, candidates)
+                return Outcome(answer, best, candidates, metrics)
+            scores = await ctx.score(probe)
+            if scores is not None:
+                from strategies.selection import best_scored
+                from verifiers.aggregation import aggregate
+
+                how = choice.options.get("aggregation", "last")
+                weights = [aggregate(t.step_scores, how) for t in candidates]
+                if selection == "verifier":
+                    answer, best = best_scored(candidates, weights)
+                else:
+                    answer, best, metrics["votes"] = await ctx.offload(majority_vote, candidates, weights)
+                return Outcome(answer, best, candidates, metrics)
         return Outcome(outcome.answer, outcome.best, candidates, metrics)
 
     def _bin(self, features) -> int | None:
@@ -103,6 +122,9 @@ class Auto(Strategy):
         # Configurations that need a verifier are left out when none is configured.
         allowed = []
         for cfg in self._model.configs:
+            if cfg.strategy == "probe_only":
+                allowed.append(cfg.label)
+                continue
             cls = STRATEGIES.get(cfg.strategy)
             needs = cls.needs_scorer or cfg.options.get("selection", "majority") != "majority"
             if self._has_scorer or not needs:

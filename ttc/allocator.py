@@ -142,9 +142,7 @@ def fit(features: dict[str, ProbeFeatures], outcomes: Sequence[Outcome], configs
     """Bins at quantiles of probe agreement; per bin and budget, each configuration's accuracy."""
     if not features:
         raise ConfigError("calibration has no probed problems to fit on")
-    values = sorted(f.agreement for f in features.values())
-    edges = sorted({values[min(len(values) - 1, (len(values) * k) // n_bins)] for k in range(1, n_bins)})
-    edges = [e for e in edges if e > values[0]]  # an edge at the minimum would leave bin 0 empty
+    edges = quantile_edges([f.agreement for f in features.values()], n_bins)
     n = len(edges) + 1
     budgets = sorted({o.budget for o in outcomes})
     acc: list[dict] = [defaultdict(lambda: defaultdict(list)) for _ in range(n)]
@@ -171,6 +169,27 @@ def fit(features: dict[str, ProbeFeatures], outcomes: Sequence[Outcome], configs
     return AllocatorModel(created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), edges=edges,
                           probe_samples=probe_samples, budgets=budgets, configs=list(configs), bins=bins,
                           data=data or {})
+
+
+def quantile_edges(values: Sequence[float], n_bins: int) -> list[float]:
+    """Bin edges that split `values` into n_bins groups as evenly as their distinct values allow.
+
+    Probe agreement takes few distinct values (k/probe_samples), so plain quantiles often
+    coincide; each edge is instead the distinct value whose rank is closest to a quantile.
+    """
+    ordered = sorted(values)
+    distinct = sorted(set(ordered))[1:]  # an edge at the minimum would leave the first bin empty
+    below = {v: bisect.bisect_left(ordered, v) for v in distinct}
+    edges = set()
+    for k in range(1, n_bins):
+        target = len(ordered) * k / n_bins
+        if distinct:
+            edges.add(min(distinct, key=lambda v: (abs(below[v] - target), v)))
+    return sorted(edges)
+
+
+#: The choice "stop after the probe": no further compute, the probe's majority answer.
+PROBE_ONLY = ConfigChoice(label="probe_only", strategy="probe_only", options={})
 
 
 def allocator_path(name_or_path: str) -> Path:

@@ -62,13 +62,20 @@ def features_from_records(records: Sequence[dict[str, Any]]) -> tuple[dict[str, 
 
 def grid_configs(recipe: Recipe) -> list[A.ConfigChoice]:
     return [A.ConfigChoice(label=s.display(), strategy=s.name, options=recipe.strategy_options(s))
-            for s in recipe.strategies if s.display() != PROBE_LABEL]
+            for s in recipe.strategies if s.display() != PROBE_LABEL] + [A.PROBE_ONLY]
 
 
 def outcomes_from_records(records: Sequence[dict[str, Any]]) -> list[A.Outcome]:
-    return [A.Outcome(r["id"], r["strategy"], int(r["budget"]["generated_tokens"]), bool(r["correct"]),
+    """Grid outcomes, plus "probe_only" at every grid budget: the probe's own majority answer
+    at the probe's cost, so the allocator can learn where stopping after the probe is enough."""
+    grid = [A.Outcome(r["id"], r["strategy"], int(r["budget"]["generated_tokens"]), bool(r["correct"]),
                       float(r["usage"]["generated_tokens"]))
             for r in records if r["strategy"] != PROBE_LABEL and r["correct"] is not None]
+    budgets = sorted({o.budget for o in grid})
+    probes = [A.Outcome(r["id"], A.PROBE_ONLY.label, b, bool(r["correct"]), float(r["usage"]["generated_tokens"]))
+              for r in records if r["strategy"] == PROBE_LABEL and r["correct"] is not None
+              for b in budgets if b >= r["budget"]["generated_tokens"]]
+    return grid + probes
 
 
 def auto_points(model: A.AllocatorModel, ids: Sequence[str], feats: dict[str, A.ProbeFeatures],
@@ -83,9 +90,14 @@ def auto_points(model: A.AllocatorModel, ids: Sequence[str], feats: dict[str, A.
             if feats[pid].agreement >= confident_agreement:
                 points[b].append((bool(probe["correct"]), probe_tokens))
                 continue
-            o = table.get((pid, model.choose(feats[pid], b).label, b))
-            if o is not None:
-                points[b].append((o.correct, probe_tokens + o.tokens))
+            choice = model.choose(feats[pid], b)
+            o = table.get((pid, choice.label, b))
+            if o is None:
+                continue
+            # auto's best-of-N keeps the probe's samples as the first of its N (they vote), so it
+            # costs what the fixed configuration at this budget costs; other strategies pay both.
+            reuses_probe = choice.strategy in ("best_of_n", "probe_only")
+            points[b].append((o.correct, o.tokens if reuses_probe else probe_tokens + o.tokens))
     return points
 
 
@@ -99,7 +111,7 @@ def compare(auto: dict[int, list], outcomes: Sequence[A.Outcome], configs: Seque
     """auto's curve next to every fixed configuration's, the best fixed one, and best-of-N majority."""
     wanted = set(ids)
     per_config = {}
-    for c in configs:
+    for c in [c for c in configs if c.label != A.PROBE_ONLY.label]:
         pts = defaultdict(list)
         for o in outcomes:
             if o.config == c.label and o.problem_id in wanted:

@@ -59,3 +59,10 @@ def test_rejected_request_is_reported_and_engine_keeps_serving(real_engine):
     with pytest.raises(SolveError, match="vLLM rejected the request"):
         real_engine.solve(too_long, 64, "best_of_n", max_tokens=64)
     assert len(real_engine.solve("What is 2 + 2?", 64, max_tokens=64).candidates) == 1
+
+
+def test_auto_probes_then_decides_on_the_real_model(real_engine):
+    sol = real_engine.solve("What is 6 + 2?", 1024, "auto", max_tokens=64, probe_samples=4, reference="8")
+    assert sol.metrics["decision"] in ("stop_after_probe", "run")
+    assert len(sol.candidates) >= 4 and sol.usage.generated_tokens <= 1024
+    assert next(ev for ev in sol.trace if ev["event"] == "probe")["samples"] == 4

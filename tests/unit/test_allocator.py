@@ -175,3 +175,22 @@ def test_pooled_batch_rejects_a_total_below_the_probes():
 
     with fake_engine({"1": 1.0}) as e, pytest.raises(BudgetError, match="cannot pay for 3 probes"):
         asyncio.run(e.asolve_pooled(["a", "b", "c"], 500, max_tokens=100, probe_samples=4))
+
+
+def test_bin_edges_follow_quantiles_over_few_distinct_values():
+    values = [0.25] * 10 + [0.5] * 5 + [0.75] * 3 + [1.0] * 2
+    assert A.quantile_edges(values, 3) == [0.5, 0.75]
+    assert A.quantile_edges([0.5] * 7, 3) == []  # one value: one bin
+    assert A.quantile_edges([0.25, 1.0], 4) == [1.0]
+
+
+def test_allocator_can_choose_to_stop_after_the_probe():
+    feats = {f"p{i}": A.ProbeFeatures(1.0 if i < 5 else 0.25, 1, None, 1) for i in range(10)}
+    outcomes = []
+    for pid, f in feats.items():
+        easy = f.agreement == 1.0
+        outcomes.append(A.Outcome(pid, "cheap", 1024, easy, 1000.0))
+        outcomes.append(A.Outcome(pid, A.PROBE_ONLY.label, 1024, easy, 200.0))  # as good, far cheaper
+    model = A.fit(feats, outcomes, [CONFIGS[0], A.PROBE_ONLY], n_bins=2, probe_samples=4)
+    assert model.choose(A.ProbeFeatures(1.0, 1, None, 1), 1024).label == "probe_only"
+    assert model.bins[1].best == {"1024": "probe_only"}
