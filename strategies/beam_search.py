@@ -8,25 +8,18 @@ candidate k more steps at temperature 0 and ranks it by the rollout's score.
 """
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from strategies.base import Outcome
-from strategies.step_search import StepSearch, StepSearchConfig, require_divides, top_k
+from strategies.step_search import BeamWidthConfig, StepSearch, top_k
 from ttc.context import SearchContext
 from ttc.types import Trajectory
 
 
-class BeamSearchConfig(StepSearchConfig):
+class BeamSearchConfig(BeamWidthConfig):
     """N beams, M expansions per kept beam (N/M beams kept each step), optional lookahead."""
 
-    beam_width: int = Field(4, ge=1, description="M: expansions per kept beam; N/M beams are kept each step.")
     lookahead: int = Field(0, ge=0, le=10, description="Extra greedy steps rolled out to rank a candidate.")
-
-    @model_validator(mode="after")
-    def _divides(self):
-        if self.n is not None:
-            require_divides(self.n, self.beam_width, "n", "beam_width")
-        return self
 
 
 class BeamSearch(StepSearch):

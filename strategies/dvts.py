@@ -8,24 +8,14 @@ best child finished is done.
 """
 from __future__ import annotations
 
-from pydantic import Field, model_validator
-
 from strategies.base import Outcome
-from strategies.step_search import StepSearch, StepSearchConfig, require_divides, top_k
+from strategies.step_search import BeamWidthConfig, StepSearch, top_k
 from ttc.context import SearchContext
 from ttc.types import Trajectory
 
 
-class DVTSConfig(StepSearchConfig):
+class DVTSConfig(BeamWidthConfig):
     """N/M independent subtrees, each expanding its best node M times per step."""
-
-    beam_width: int = Field(4, ge=1, description="M: children per subtree per step; N/M subtrees.")
-
-    @model_validator(mode="after")
-    def _divides(self):
-        if self.n is not None:
-            require_divides(self.n, self.beam_width, "n", "beam_width")
-        return self
 
 
 class DVTS(StepSearch):

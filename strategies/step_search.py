@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal, Sequence
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from strategies.base import Outcome, SampledStrategyConfig, Strategy, samples_for_budget
 from strategies.selection import best_scored, majority_vote
@@ -33,6 +33,18 @@ class StepSearchConfig(SampledStrategyConfig):
     aggregation: Aggregation = Field("last", description="Per-step scores -> one: last, min, prod, mean.")
     selection: Literal["weighted", "verifier", "majority"] = Field(
         "weighted", description="Final answer: score-weighted majority, best score, or plain majority.")
+
+
+class BeamWidthConfig(StepSearchConfig):
+    """Step options plus M, the beam width, which must divide N."""
+
+    beam_width: int = Field(4, ge=1, description="M: children per expanded node per step; N/M nodes are expanded.")
+
+    @model_validator(mode="after")
+    def _divides(self):
+        if self.n is not None:
+            require_divides(self.n, self.beam_width, "n", "beam_width")
+        return self
 
 
 class StepSearch(Strategy):
