@@ -215,7 +215,7 @@ class Engine:
         return list(await asyncio.gather(*(one(p) for p in prepared)))
 
     async def asolve_pooled(self, problems: Sequence[str | Problem], total_budget: int, *,
-                            seed: int | None = None, **options: Any) -> list[Solution | TTCError]:
+                            seed: int | None = None, on_done=None, **options: Any) -> list[Solution | TTCError]:
         """`auto` over a batch under ONE generated-token budget for all of it.
 
         Each problem is probed; confident ones stop there, and what the probes left is shared
@@ -241,9 +241,12 @@ class Engine:
             async def one(i: int, p: Problem):
                 coro = self._solve(p, probe_cost, "auto", options, seed, None, pool, i)
                 try:
-                    return await asyncio.wrap_future(self._submit(coro))
+                    result = await asyncio.wrap_future(self._submit(coro))
                 except TTCError as exc:
-                    return exc
+                    result = exc
+                if on_done is not None:  # e.g. the recipe runner logs each problem as it finishes
+                    on_done(p, result)
+                return result
 
             results += await asyncio.gather(*(one(i, p) for i, p in enumerate(group)))
         return results

@@ -70,6 +70,9 @@ class Recipe(StrictModel):
                                       description="System message for chat models.")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Seeds; each is a full repeat.")
     concurrency: int = Field(64, ge=1, description="Problems in flight at once.")
+    pooled_budget: bool = Field(
+        False, description="strategy auto only: each budget is the average per problem of ONE budget shared by "
+                           "the whole dataset, so easy prompts hand compute to hard ones.")
     output: str = Field("runs/{name}", description="Output folder; {name} is replaced by the recipe name.")
     #: Folder of the recipe file: relative dataset paths are resolved against it.
     _base_dir: Path | None = PrivateAttr(None)
@@ -141,6 +144,12 @@ def _check_components(recipe: Recipe) -> list[str]:
         recipe.budgets
     except BudgetError as exc:
         problems.append(str(exc))
+    if recipe.pooled_budget:
+        not_auto = [s.display() for s in recipe.strategies if s.name != "auto"]
+        if not_auto:
+            problems.append(f"pooled_budget: true needs strategy 'auto', got {not_auto}")
+        if any(b.generated_tokens is None or len(b.to_dict()) > 1 for b in recipe.budgets):
+            problems.append("pooled_budget: true needs int budgets (generated tokens)")
     labels = [s.display() for s in recipe.strategies]
     dupes = sorted({l for l in labels if labels.count(l) > 1})
     if dupes:

@@ -120,7 +120,30 @@ async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, prog
             log.append(record)
             bar.update(record)
 
-        await asyncio.gather(*(one(c, p) for c, p in todo))
+        if recipe.pooled_budget:
+            # One budget per configuration for all its remaining problems, shared through auto's pool.
+            by_config: dict[str, list[Problem]] = {}
+            for c, p in todo:
+                by_config.setdefault(c.label, []).append(p)
+
+            async def pooled(config: RunConfig, group: list[Problem]) -> None:
+                def done(problem: Problem, result) -> None:
+                    if isinstance(result, TTCError):
+                        errors.append({"config": config.label, "id": problem.id, "error": str(result),
+                                       "time": time.time()})
+                        bar.update(None)
+                        return
+                    record = solution_record(result, config=config.label, strategy=config.strategy_label,
+                                             budget=config.budget.to_dict(), seed=config.seed)
+                    log.append(record)
+                    bar.update(record)
+
+                await engine.asolve_pooled(group, config.budget.generated_tokens * len(group), seed=config.seed,
+                                           on_done=done, **config.options)
+
+            await asyncio.gather(*(pooled(c, by_config[c.label]) for c in configs if c.label in by_config))
+        else:
+            await asyncio.gather(*(one(c, p) for c, p in todo))
     finally:
         bar.close()
         if own_engine:

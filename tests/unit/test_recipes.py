@@ -174,3 +174,15 @@ def test_progress_line_shows_accuracy_tokens_and_rate_even_when_backend_bars_are
     bar.close()
     err = capsys.readouterr().err
     assert "acc=100.0%" in err and "tokens=100" in err and "tok/s=" in err and "errors=1" in err
+
+
+def test_pooled_budget_runs_auto_under_one_budget_per_configuration(tmp_path):
+    r = recipe(tmp_path, strategy={"name": "auto", "probe_samples": 2}, budget=[256], pooled_budget=True,
+               generator={"backend": "fake", "options": {"answers": {"3": 0.5, "4": 0.5}}})
+    summary = run_recipe(r, progress=False, make_plots=False)
+    records = ResultsLog(tmp_path / "out" / "results.jsonl").load()
+    assert len(records) == 3 and summary["table"][0]["problems"] == 3
+    assert sum(x["usage"]["generated_tokens"] for x in records) <= 256 * 3
+    assert all("pool_share" in x["metrics"] or x["metrics"]["decision"] == "stop_after_probe" for x in records)
+    with pytest.raises(ConfigError, match="pooled_budget: true needs strategy 'auto'"):
+        recipe(tmp_path, pooled_budget=True)
