@@ -72,7 +72,8 @@ class BinTable(StrictModel):
     """Per difficulty bin: accuracy of every configuration at every calibrated budget."""
 
     problems: int = Field(ge=0, description="Calibration problems in this bin.")
-    accuracy: dict[str, dict[str, float]] = Field(description="config label -> {budget tokens: accuracy}.")
+    accuracy: dict[str, dict[str, float]] = Field(
+        description="config label -> {budget tokens: accuracy}, shrunk toward the overall rate (see fit).")
     tokens: dict[str, dict[str, float]] = Field(description="config label -> {budget: mean tokens spent}.")
     best: dict[str, str] = Field(description="budget tokens -> best config label at that budget.")
 
@@ -88,6 +89,7 @@ class AllocatorModel(StrictModel):
     budgets: list[int] = Field(min_length=1, description="Calibrated per-problem budgets (generated tokens).")
     configs: list[ConfigChoice] = Field(min_length=1, description="The calibration grid.")
     bins: list[BinTable] = Field(min_length=1, description="Per bin, hardest (lowest agreement) first.")
+    shrinkage: float = Field(0.0, ge=0.0, description="Pseudo-problems pulling each bin's rates to the overall rate.")
     data: dict[str, Any] = Field(default_factory=dict, description="What it was fitted on: dataset, model, counts.")
 
     def bin_of(self, features: ProbeFeatures) -> int:
@@ -138,8 +140,15 @@ class Outcome:
 
 
 def fit(features: dict[str, ProbeFeatures], outcomes: Sequence[Outcome], configs: Sequence[ConfigChoice], *,
-        n_bins: int = 3, probe_samples: int, data: dict[str, Any] | None = None) -> AllocatorModel:
-    """Bins at quantiles of probe agreement; per bin and budget, each configuration's accuracy."""
+        n_bins: int = 3, probe_samples: int, data: dict[str, Any] | None = None,
+        shrinkage: float = 20.0) -> AllocatorModel:
+    """Bins at quantiles of probe agreement; per bin and budget, each configuration's accuracy.
+
+    A bin's accuracy is shrunk toward the configuration's accuracy over all bins, as if
+    `shrinkage` pseudo-problems at the overall rate were added to the bin (empirical Bayes):
+    with a few dozen calibration problems per bin, raw per-bin rates differ by noise alone, and
+    an allocator that follows that noise does worse than the best fixed configuration.
+    """
     if not features:
         raise ConfigError("calibration has no probed problems to fit on")
     edges = quantile_edges([f.agreement for f in features.values()], n_bins)
@@ -156,9 +165,15 @@ def fit(features: dict[str, ProbeFeatures], outcomes: Sequence[Outcome], configs
         members[b].add(o.problem_id)
         acc[b][o.config][o.budget].append(float(o.correct))
         tok[b][o.config][o.budget].append(o.tokens)
+    overall: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for b in range(n):
+        for c, per in acc[b].items():
+            for bud, v in per.items():
+                overall[(c, bud)].extend(v)
     bins = []
     for b in range(n):
-        accuracy = {c: {str(bud): sum(v) / len(v) for bud, v in per.items()} for c, per in acc[b].items()}
+        accuracy = {c: {str(bud): (sum(v) + shrinkage * _mean(overall[(c, bud)])) / (len(v) + shrinkage)
+                        for bud, v in per.items()} for c, per in acc[b].items()}
         tokens = {c: {str(bud): sum(v) / len(v) for bud, v in per.items()} for c, per in tok[b].items()}
         best = {}
         for bud in budgets:
@@ -168,7 +183,11 @@ def fit(features: dict[str, ProbeFeatures], outcomes: Sequence[Outcome], configs
         bins.append(BinTable(problems=len(members[b]), accuracy=accuracy, tokens=tokens, best=best))
     return AllocatorModel(created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), edges=edges,
                           probe_samples=probe_samples, budgets=budgets, configs=list(configs), bins=bins,
-                          data=data or {})
+                          shrinkage=shrinkage, data=data or {})
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 def quantile_edges(values: Sequence[float], n_bins: int) -> list[float]:

@@ -34,7 +34,7 @@ def synthetic(n_per_group=10):
 
 def test_fit_recovers_the_known_optimum_per_bin():
     feats, outcomes = synthetic()
-    model = A.fit(feats, outcomes, CONFIGS, n_bins=3, probe_samples=4)
+    model = A.fit(feats, outcomes, CONFIGS, n_bins=3, probe_samples=4, shrinkage=0)
     assert len(model.bins) == 3 and [b.problems for b in model.bins] == [10, 10, 10]
     hard, mid, easy = model.bins
     assert hard.best == {"256": "search", "1024": "search"}
@@ -46,9 +46,25 @@ def test_fit_recovers_the_known_optimum_per_bin():
     assert model.choose(A.ProbeFeatures(0.25, 1, None, 1), 1024, allowed=["cheap"]).label == "cheap"
 
 
+def test_shrinkage_keeps_a_small_bin_from_following_noise():
+    # 200 problems: "a" beats "b" by 20 points overall; in a 4-problem bin "b" wins 3-2 by luck.
+    feats, outcomes = {}, []
+    for i in range(200):
+        small = i < 4
+        pid = f"p{i}"
+        feats[pid] = A.ProbeFeatures(1.0 if small else 0.25, 1, None, 1)
+        a_ok = (i % 10) < 6 if not small else i < 2
+        b_ok = (i % 10) < 4 if not small else i < 3
+        outcomes += [A.Outcome(pid, "a", 512, a_ok, 500.0), A.Outcome(pid, "b", 512, b_ok, 500.0)]
+    configs = [A.ConfigChoice(label="a", strategy="best_of_n"), A.ConfigChoice(label="b", strategy="best_of_n")]
+    easy = A.ProbeFeatures(1.0, 1, None, 1)
+    assert A.fit(feats, outcomes, configs, n_bins=2, probe_samples=4, shrinkage=0).choose(easy, 512).label == "b"
+    assert A.fit(feats, outcomes, configs, n_bins=2, probe_samples=4, shrinkage=20).choose(easy, 512).label == "a"
+
+
 def test_accuracy_interpolates_in_log_budget_and_refuses_unaffordable_budgets():
     feats, outcomes = synthetic()
-    model = A.fit(feats, outcomes, CONFIGS, probe_samples=4)
+    model = A.fit(feats, outcomes, CONFIGS, probe_samples=4, shrinkage=0)
     # hard bin, search: 0.3 at 256 and 0.6 at 1024 -> 0.45 at 512 (half-way in log2)
     assert model.accuracy_at(0, "search", 512) == pytest.approx(0.45)
     assert model.accuracy_at(0, "search", 4096) == pytest.approx(0.6)
