@@ -21,7 +21,7 @@ from ttc.engine import Engine
 from ttc.errors import TTCError
 from ttc.recipe import Recipe
 from ttc.results import ResultsLog, record_key, solution_record
-from ttc.types import Problem
+from ttc.types import Problem, Solution
 
 
 @dataclass(frozen=True)
@@ -108,17 +108,24 @@ async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, prog
     own_engine = engine is None
     engine = engine or Engine(recipe.engine_config())
     try:
-        async def one(config: RunConfig, problem: Problem) -> None:
-            try:
-                sol = await engine.asolve(problem, config.budget, config.strategy, seed=config.seed, **config.options)
-            except TTCError as exc:
-                errors.append({"config": config.label, "id": problem.id, "error": str(exc), "time": time.time()})
+        def keep(config: RunConfig, problem: Problem, result: "Solution | TTCError") -> None:
+            """Log one finished problem at once: a result line, or an error line (rerun next time)."""
+            if isinstance(result, TTCError):
+                errors.append({"config": config.label, "id": problem.id, "error": str(result), "time": time.time()})
                 bar.update(None)
                 return
-            record = solution_record(sol, config=config.label, strategy=config.strategy_label,
+            record = solution_record(result, config=config.label, strategy=config.strategy_label,
                                      budget=config.budget.to_dict(), seed=config.seed)
             log.append(record)
             bar.update(record)
+
+        async def one(config: RunConfig, problem: Problem) -> None:
+            try:
+                result = await engine.asolve(problem, config.budget, config.strategy, seed=config.seed,
+                                             **config.options)
+            except TTCError as exc:
+                result = exc
+            keep(config, problem, result)
 
         if recipe.pooled_budget:
             # One budget per configuration for all its remaining problems, shared through auto's pool.
@@ -127,19 +134,8 @@ async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, prog
                 by_config.setdefault(c.label, []).append(p)
 
             async def pooled(config: RunConfig, group: list[Problem]) -> None:
-                def done(problem: Problem, result) -> None:
-                    if isinstance(result, TTCError):
-                        errors.append({"config": config.label, "id": problem.id, "error": str(result),
-                                       "time": time.time()})
-                        bar.update(None)
-                        return
-                    record = solution_record(result, config=config.label, strategy=config.strategy_label,
-                                             budget=config.budget.to_dict(), seed=config.seed)
-                    log.append(record)
-                    bar.update(record)
-
                 await engine.asolve_pooled(group, config.budget.generated_tokens * len(group), seed=config.seed,
-                                           on_done=done, **config.options)
+                                           on_done=lambda p, r: keep(config, p, r), **config.options)
 
             await asyncio.gather(*(pooled(c, by_config[c.label]) for c in configs if c.label in by_config))
         else:
