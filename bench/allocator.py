@@ -99,24 +99,12 @@ def main() -> None:
 
 
 def plot(rows, path: Path) -> None:
-    import matplotlib
+    from ttc.report import accuracy_vs_tokens_plot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for name, curve in rows:
-        ax.plot([p["tokens"] for p in curve], [p["accuracy"] for p in curve], marker="o", label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("generated tokens per problem (mean, probe included for auto)")
-    ax.set_ylabel("accuracy (held-out arithmetic)")
-    ax.set_title("auto vs fixed strategies, SmolLM2-135M on CPU")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    accuracy_vs_tokens_plot([(name, [(p["tokens"], p["accuracy"]) for p in curve]) for name, curve in rows], path,
+                            xlabel="generated tokens per problem (mean, probe included for auto)",
+                            ylabel="accuracy (held-out arithmetic)",
+                            title="auto vs fixed strategies, SmolLM2-135M on CPU")
 
 
 if __name__ == "__main__":

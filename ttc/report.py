@@ -79,6 +79,30 @@ def summarize(configs: Sequence[Any], records: list[dict[str, Any]]) -> dict[str
     return summary
 
 
+def accuracy_vs_tokens_plot(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], path: Path, *,
+                            xlabel: str, ylabel: str, title: str) -> None:
+    """One line per named series of (tokens, accuracy) points, tokens on a log2 axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, pts in series:
+        pts = sorted(pts)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot(summary: dict[str, Any], out: Path) -> list[str]:
     import matplotlib
 
@@ -91,19 +115,9 @@ def plot(summary: dict[str, Any], out: Path) -> list[str]:
         if row["accuracy"] is not None and row["mean_generated_tokens"]:
             lines[row["strategy"]].append((row["mean_generated_tokens"], row["accuracy"]))
     if lines:
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for name, pts in sorted(lines.items()):
-            pts.sort()
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("generated tokens per problem (mean)")
-        ax.set_ylabel("accuracy")
-        ax.set_title("Accuracy vs compute, at matched token budgets")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "accuracy_vs_tokens.png", dpi=120)
-        plt.close(fig)
+        accuracy_vs_tokens_plot(sorted(lines.items()), out / "accuracy_vs_tokens.png",
+                                xlabel="generated tokens per problem (mean)", ylabel="accuracy",
+                                title="Accuracy vs compute, at matched token budgets")
         written.append("accuracy_vs_tokens.png")
     scaled = {label: c["scaling"] for label, c in summary["configs"].items() if "scaling" in c}
     for label, sc in sorted(scaled.items()):
