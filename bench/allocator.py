@@ -11,7 +11,7 @@ the best fixed configuration and best-of-N majority, writes a plot, and, as its 
 line, one JSON object whose `compute_ratio` is the tokens auto needs over the tokens
 best-of-N majority needs to reach best-of-N majority's top accuracy.
 
-    python -m bench.allocator [--per-level 10] [--out bench/out/allocator]
+    python -m bench.allocator [--per-level 25] [--out bench/out/allocator]
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def recipe_data(seed: int, per_level: int, out: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-level", type=int, default=10)
+    parser.add_argument("--per-level", type=int, default=25)
     parser.add_argument("--out", default="bench/out/allocator")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
@@ -73,9 +73,12 @@ def main() -> None:
     auto = auto_points(model, ids, feats, probes, table, sorted({o.budget for o in outcomes}))
     result = compare(auto, outcomes, configs, ids, "majority")
 
-    print(f"calibration bins (edges on probe agreement {model.edges}):")
+    print(f"calibration bins (edges on predicted pass@1 {[round(e, 3) for e in model.edges]}):")
     for i, b in enumerate(model.bins):
-        print(f"  bin {i}: {b.problems} problems, best per budget {b.best}")
+        print(f"  bin {i}: {b.problems} problems, most accurate per budget {b.best}")
+    tried = ", ".join(f"{t['min_gain_per_doubling']} -> {t['compute_ratio']}" for t in report["min_gain_tried"])
+    print(f"price of compute chosen by cross-fitting on the calibration set: "
+          f"min_gain_per_doubling={model.min_gain_per_doubling} (tried, with cross-fitted compute ratio: {tried})")
     print("\nheld-out accuracy vs mean generated tokens per problem:")
     rows = [("auto", result["auto"]), (f"best fixed ({result['best_fixed']['config']})", result["best_fixed"]["curve"]),
             ("best-of-N majority", result["best_of_n_majority"]["curve"])]
@@ -83,12 +86,15 @@ def main() -> None:
         print(f"  {name:<28} " + "  ".join(f"{p['accuracy']:.1%}@{p['tokens']:.0f}" for p in curve))
     decisions = defaultdict(int)
     for pid in ids:
-        decisions["stop_after_probe" if feats[pid].agreement >= 1.0 else model.choose(feats[pid], 2048).label] += 1
+        probe_tokens = float(probes[pid]["usage"]["generated_tokens"])
+        d = model.decide(feats[pid], 2048, probe_tokens=probe_tokens)
+        decisions["stop_after_probe" if feats[pid].agreement >= 1.0 else f"{d.label}@{d.budget}"] += 1
     plot(rows, out / "allocator.png")
     summary = {
         "bench": "allocator", "calibration_problems": model.data.get("problems"), "held_out_problems": len(ids),
         "auto": result["auto"], "best_fixed": result["best_fixed"], "best_of_n_majority": result["best_of_n_majority"],
         "best_of_n_top": result["best_of_n_top"], "auto_tokens_to_reach_it": result["auto_tokens_to_reach_it"],
+        "min_gain_per_doubling": model.min_gain_per_doubling, "min_gain_tried": report["min_gain_tried"],
         "compute_ratio": result["compute_ratio"], "decisions_at_2048": dict(decisions),
         "wall_s": round(wall, 1), "plot": str(out / "allocator.png"),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",

@@ -7,6 +7,11 @@ the configuration that was most accurate for prompts of this difficulty at the
 budget that is left, and runs it. The probe samples stay in the candidate pool:
 a vote counts them, so no compute is thrown away.
 
+The allocator may also decide that more compute does not pay for prompts like
+this one (they are easy, or hopeless for this model): `min_gain_per_doubling`
+is the accuracy a doubling of tokens must buy, as calibration measured it for
+the prompt's difficulty bin, so the budget is a cap, not a target.
+
 Without an allocator file the documented default is used: easy prompts stop
 after the probe; every other prompt gets best-of-N majority with the rest of
 the budget (the strongest fixed choice on the embedded model, see BENCHMARKS.md).
@@ -19,7 +24,7 @@ from pydantic import Field
 
 from strategies.base import Outcome, Strategy
 from strategies.selection import majority_vote
-from ttc.allocator import ConfigChoice, probe_features
+from ttc.allocator import PROBE_REUSING, ConfigChoice, Decision, probe_features
 from ttc.budget import Budget
 from ttc.config import SamplingOptions
 from ttc.context import SearchContext
@@ -35,6 +40,11 @@ class AutoConfig(SamplingOptions):
     allocator: str | None = Field(None, description="Allocator file or name from `ttc calibrate`; None = default.")
     confident_agreement: float = Field(
         1.0, gt=0.0, le=1.0, description="Stop after the probe when this share of its samples agree.")
+    min_gain_per_doubling: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="Spend more only where calibration shows this much accuracy gained per doubling of tokens "
+                    "(0.02 = 2 points); 0 = the most accurate choice within the budget; None = the value "
+                    "`ttc calibrate` chose for the allocator file.")
 
 
 class Auto(Strategy):
@@ -65,7 +75,7 @@ class Auto(Strategy):
             if pool is not None:  # never leave the batch waiting for this prompt
                 pool.report(ctx.pool_key, ctx.ledger.usage.generated_tokens, hard=False)
             raise
-        features = probe_features(probe)
+        features = probe_features(probe, prompt_tokens=ctx.ledger.usage.prompt_tokens)
         ctx.record("probe", samples=len(probe), **features.to_dict())
         answer, best, votes = await ctx.offload(majority_vote, probe)
         metrics: dict[str, Any] = {"probe": features.to_dict(), "probe_votes": votes}
@@ -81,16 +91,24 @@ class Auto(Strategy):
             reason = "confident" if features.agreement >= c.confident_agreement else "budget spent by probe"
             ctx.record("auto", decision="stop_after_probe", reason=reason)
             return Outcome(answer, best, probe, {**metrics, "decision": "stop_after_probe", "reason": reason})
-        choice = self.choose(features, left)
+        spent = ctx.ledger.usage.generated_tokens
+        decision = self.decide(features, None if left is None else spent + left, spent)
+        choice = decision.config if decision is not None else DEFAULT_CHOICE
+        where = {} if decision is None else {"bin": decision.bin, "expected_accuracy": round(decision.expected_accuracy, 4),
+                                             "expected_tokens": round(decision.expected_tokens, 1)}
         if choice.strategy == "probe_only":  # the allocator found the probe enough for prompts like this
-            ctx.record("auto", decision="stop_after_probe", reason="allocator", bin=self._bin(features))
+            ctx.record("auto", decision="stop_after_probe", reason="allocator", **where)
             return Outcome(answer, best, probe, {**metrics, "decision": "stop_after_probe", "reason": "allocator",
-                                                 "bin": self._bin(features)})
-        sub = self.build(choice, left)
-        ctx.record("auto", decision="run", config=choice.label, bin=self._bin(features), budget_left=left)
+                                                 **where})
+        # The chosen budget counts the probe when the strategy reuses its samples.
+        sub_budget = left if decision is None else decision.budget - (spent if choice.strategy in PROBE_REUSING else 0)
+        sub_budget = None if sub_budget is None else min(sub_budget, left)
+        sub = self.build(choice, sub_budget)
+        ctx.record("auto", decision="run", config=choice.label, budget_left=left, sub_budget=sub_budget, **where)
         outcome = await sub.run(ctx)
         candidates = probe + [t for t in outcome.candidates if t not in probe]
-        metrics.update(decision="run", config=choice.label, bin=self._bin(features), sub_metrics=outcome.metrics)
+        metrics.update(decision="run", config=choice.label, sub_budget=sub_budget, sub_metrics=outcome.metrics,
+                       **where)
         if choice.strategy in ("best_of_n", "repeated_sampling"):
             # The probe's samples are the first of the N: they vote (and are scored) like the rest.
             selection = choice.options.get("selection", "majority")
@@ -111,12 +129,10 @@ class Auto(Strategy):
                 return Outcome(answer, best, candidates, metrics)
         return Outcome(outcome.answer, outcome.best, candidates, metrics)
 
-    def _bin(self, features) -> int | None:
-        return self._model.bin_of(features) if self._model else None
-
-    def choose(self, features, left: int | None) -> ConfigChoice:
+    def decide(self, features, budget: int | None, spent: int) -> Decision | None:
+        """The allocator's pick for this prompt (None without an allocator: the default applies)."""
         if self._model is None:
-            return DEFAULT_CHOICE
+            return None
         from ttc.registry import STRATEGIES
 
         # Configurations that need a verifier are left out when none is configured.
@@ -129,7 +145,9 @@ class Auto(Strategy):
             needs = cls.needs_scorer or cfg.options.get("selection", "majority") != "majority"
             if self._has_scorer or not needs:
                 allowed.append(cfg.label)
-        return self._model.choose(features, left if left is not None else max(self._model.budgets), allowed)
+        return self._model.decide(features, budget if budget is not None else max(self._model.budgets),
+                                  probe_tokens=spent, allowed=allowed,
+                                  min_gain_per_doubling=self.config.min_gain_per_doubling)
 
     def build(self, choice: ConfigChoice, left: int | None) -> Strategy:
         """The chosen strategy, sized to the budget that is left."""

@@ -1,11 +1,11 @@
 """Compute-optimal allocation (Snell et al.): pick the strategy and settings per prompt difficulty.
 
 A cheap probe (a few samples, charged to the budget and kept as candidates)
-gives features of the prompt; its answer agreement places it in a difficulty
-bin. For each bin, calibration recorded how accurate every configuration was at
-every budget; the allocator picks the configuration whose accuracy, interpolated
-between calibrated budgets (linear in log2 of tokens), is highest at the budget
-that is left. Allocator files are versioned JSON with the grid and the data
+gives features of the prompt; a small model fitted at calibration turns them
+into a predicted pass@1, which places the prompt in a difficulty bin. For each
+bin, calibration recorded how accurate every configuration was at every budget
+and what it spent; the allocator picks the configuration and budget with the
+best accuracy for the compute (see `AllocatorModel.decide`). Allocator files are versioned JSON with the grid and the data
 they were fitted on described, loadable by path or by name from
 `$TTC_HOME/allocators/NAME.json`.
 """
@@ -24,40 +24,10 @@ from pydantic import Field
 
 from ttc.config import StrictModel
 from ttc.default_model import ttc_home
+from ttc.difficulty import DifficultyModel, ProbeFeatures, fit_difficulty, probe_features  # noqa: F401 (re-export)
 from ttc.errors import ConfigError
-from ttc.types import Trajectory
 
-FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class ProbeFeatures:
-    """What a probe tells about a prompt; agreement is what the bins are cut on."""
-
-    agreement: float  # share of probe samples giving the most common answer (0 when none answered)
-    answered: float  # share of probe samples with any answer
-    mean_logprob: float | None  # mean per-token log-probability of the probe samples
-    mean_tokens: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"agreement": self.agreement, "answered": self.answered, "mean_logprob": self.mean_logprob,
-                "mean_tokens": self.mean_tokens}
-
-
-def probe_features(samples: Sequence[Trajectory]) -> ProbeFeatures:
-    from verifiers.answers import group_answers
-
-    if not samples:
-        return ProbeFeatures(0.0, 0.0, None, 0.0)
-    clusters = group_answers([t.answer for t in samples])
-    top = max((len(c) for c in clusters), default=0)
-    lps = [sum(t.token_logprobs) / len(t.token_logprobs) for t in samples if t.token_logprobs]
-    return ProbeFeatures(
-        agreement=top / len(samples),
-        answered=sum(t.answer is not None for t in samples) / len(samples),
-        mean_logprob=sum(lps) / len(lps) if lps else None,
-        mean_tokens=sum(t.num_tokens for t in samples) / len(samples),
-    )
+FORMAT_VERSION = 2
 
 
 class ConfigChoice(StrictModel):
@@ -79,53 +49,112 @@ class BinTable(StrictModel):
 
 
 class AllocatorModel(StrictModel):
-    """The allocator file: bins on probe agreement and, per bin, the best configuration per budget."""
+    """The allocator file: a difficulty model, bins on its prediction, and per bin every configuration's curve."""
 
     version: int = Field(FORMAT_VERSION, description="File format version.")
     created: str = Field(description="When it was fitted (UTC, ISO 8601).")
-    feature: str = Field("agreement", description="The probe feature the bins are cut on.")
-    edges: list[float] = Field(description="Inner bin edges on the feature, ascending; len(bins) - 1 of them.")
+    feature: str = Field("predicted_pass1", description="What the bins are cut on.")
+    difficulty: DifficultyModel = Field(description="Probe features -> predicted pass@1.")
+    edges: list[float] = Field(description="Inner bin edges on predicted pass@1, ascending; len(bins) - 1 of them.")
     probe_samples: int = Field(ge=1, description="Samples in the probe these bins were fitted on.")
     budgets: list[int] = Field(min_length=1, description="Calibrated per-problem budgets (generated tokens).")
     configs: list[ConfigChoice] = Field(min_length=1, description="The calibration grid.")
-    bins: list[BinTable] = Field(min_length=1, description="Per bin, hardest (lowest agreement) first.")
+    bins: list[BinTable] = Field(min_length=1, description="Per bin, hardest (lowest predicted pass@1) first.")
     shrinkage: float = Field(0.0, ge=0.0, description="Pseudo-problems pulling each bin's rates to the overall rate.")
+    min_gain_per_doubling: float = Field(
+        0.0, ge=0.0, description="auto's price of compute, chosen at calibration by cross-fitting: the accuracy "
+                                 "a doubling of tokens must buy (see decide).")
     data: dict[str, Any] = Field(default_factory=dict, description="What it was fitted on: dataset, model, counts.")
 
     def bin_of(self, features: ProbeFeatures) -> int:
-        return bisect.bisect_right(self.edges, getattr(features, self.feature))
+        return bisect.bisect_right(self.edges, self.difficulty.predict(features))
 
     def config(self, label: str) -> ConfigChoice:
         return next(c for c in self.configs if c.label == label)
 
     def accuracy_at(self, bin_index: int, label: str, budget: float) -> float:
         """Accuracy of a configuration at any budget: linear in log2(budget) between calibrated points."""
-        curve = sorted((float(b), a) for b, a in self.bins[bin_index].accuracy.get(label, {}).items())
-        if not curve:
-            return -math.inf
-        if budget <= curve[0][0]:
-            return curve[0][1] if budget >= curve[0][0] * 0.999 else -math.inf  # cannot afford it at all
-        for (b0, a0), (b1, a1) in zip(curve, curve[1:]):
-            if budget <= b1:
-                f = (math.log2(budget) - math.log2(b0)) / (math.log2(b1) - math.log2(b0))
-                return a0 + f * (a1 - a0)
-        return curve[-1][1]
+        return _interpolate(self.bins[bin_index].accuracy.get(label, {}), budget, log=True)
 
-    def choose(self, features: ProbeFeatures, budget: float, allowed: Sequence[str] | None = None) -> ConfigChoice:
-        """The configuration with the best interpolated accuracy at `budget` for this prompt's bin."""
+    def tokens_at(self, bin_index: int, label: str, budget: float) -> float:
+        """Mean tokens a configuration spent at any budget: linear in budget between calibrated points."""
+        return _interpolate(self.bins[bin_index].tokens.get(label, {}), budget, log=False)
+
+    def decide(self, features: ProbeFeatures, budget: float, *, probe_tokens: float = 0.0,
+               allowed: Sequence[str] | None = None, min_gain_per_doubling: float | None = None) -> "Decision":
+        """The configuration and budget with the best accuracy-for-compute for this prompt's bin.
+
+        `budget` is the prompt's whole budget and `probe_tokens` what the probe already spent.
+        Best-of-N (and "probe only") count the probe's samples among their N, so they can use
+        the whole budget; any other strategy starts afresh with what is left. Candidates are
+        every calibrated budget that fits, and the budget itself (interpolated). Each is valued
+        at accuracy - min_gain_per_doubling * log2(total tokens): with 0 this is the most
+        accurate choice; above 0, more compute is bought only where calibration showed it gains
+        at least that much accuracy per doubling of tokens, so easy and hopeless prompts stop
+        early and the budget goes where it pays. None means the file's calibrated value.
+        """
+        if min_gain_per_doubling is None:
+            min_gain_per_doubling = self.min_gain_per_doubling
         b = self.bin_of(features)
         labels = [c.label for c in self.configs if allowed is None or c.label in allowed]
         if not labels:
             raise ConfigError("no configuration of the allocator can run here (each needs what is missing)")
-        # Ties go to the cheaper configuration, then to grid order.
-        best = max(labels, key=lambda l: (round(self.accuracy_at(b, l, budget), 9),
-                                          -self._tokens_at(b, l, budget), -labels.index(l)))
-        return self.config(best)
+        best: tuple | None = None
+        for label in labels:
+            reuses_probe = self.config(label).strategy in PROBE_REUSING
+            room = budget if reuses_probe else budget - probe_tokens
+            for bud in sorted({float(x) for x in self.budgets if x <= room} | {float(room)}):
+                accuracy = self.accuracy_at(b, label, bud)
+                if accuracy == -math.inf or (reuses_probe and bud < probe_tokens):
+                    continue  # unaffordable, or smaller than the probe already spent (which cannot be undone)
+                tokens = self.tokens_at(b, label, bud)
+                tokens = max(tokens, probe_tokens) if reuses_probe else tokens + probe_tokens
+                value = accuracy - min_gain_per_doubling * math.log2(max(tokens, 1.0))
+                # Ties go to fewer tokens, then to grid order.
+                key = (round(value, 9), -tokens, -labels.index(label))
+                if best is None or key > best[0]:
+                    best = (key, Decision(config=self.config(label), budget=int(bud), bin=b,
+                                          expected_accuracy=accuracy, expected_tokens=tokens))
+        if best is None:
+            raise ConfigError(f"budget={budget}: below every calibrated budget {self.budgets} of the allocator")
+        return best[1]
 
-    def _tokens_at(self, bin_index: int, label: str, budget: float) -> float:
-        tokens = self.bins[bin_index].tokens.get(label, {})
-        usable = [t for bud, t in tokens.items() if float(bud) <= budget] or list(tokens.values()) or [0.0]
-        return max(usable)
+    def choose(self, features: ProbeFeatures, budget: float, allowed: Sequence[str] | None = None) -> ConfigChoice:
+        """The most accurate configuration at `budget` for this prompt's bin."""
+        return self.decide(features, budget, allowed=allowed, min_gain_per_doubling=0.0).config
+
+
+#: Strategies whose N samples can include the probe's (the probe is repeated sampling too).
+PROBE_REUSING = ("best_of_n", "repeated_sampling", "probe_only")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the allocator picked for one prompt, and what calibration expects of it."""
+
+    config: ConfigChoice
+    budget: int  # generated tokens for the chosen configuration (the whole budget, for probe-reusing ones)
+    bin: int
+    expected_accuracy: float
+    expected_tokens: float
+
+    @property
+    def label(self) -> str:
+        return self.config.label
+
+
+def _interpolate(points: dict[str, float], budget: float, *, log: bool) -> float:
+    """A calibrated curve at any budget; -inf below its first point, flat beyond its last."""
+    curve = sorted((float(b), v) for b, v in points.items())
+    if not curve:
+        return -math.inf
+    if budget <= curve[0][0]:
+        return curve[0][1] if budget >= curve[0][0] * 0.999 else -math.inf  # cannot afford it at all
+    f_ = (lambda x: math.log2(x)) if log else (lambda x: x)
+    for (b0, v0), (b1, v1) in zip(curve, curve[1:]):
+        if budget <= b1:
+            return v0 + (f_(budget) - f_(b0)) / (f_(b1) - f_(b0)) * (v1 - v0)
+    return curve[-1][1]
 
 
 @dataclass
@@ -141,38 +170,61 @@ class Outcome:
 
 def fit(features: dict[str, ProbeFeatures], outcomes: Sequence[Outcome], configs: Sequence[ConfigChoice], *,
         n_bins: int = 3, probe_samples: int, data: dict[str, Any] | None = None,
-        shrinkage: float = 20.0) -> AllocatorModel:
-    """Bins at quantiles of probe agreement; per bin and budget, each configuration's accuracy.
+        shrinkage: float = 20.0, pass1: dict[str, float] | None = None) -> AllocatorModel:
+    """Difficulty model, bins at quantiles of predicted pass@1, and per bin each configuration's curve.
 
-    A bin's accuracy is shrunk toward the configuration's accuracy over all bins, as if
-    `shrinkage` pseudo-problems at the overall rate were added to the bin (empirical Bayes):
-    with a few dozen calibration problems per bin, raw per-bin rates differ by noise alone, and
-    an allocator that follows that noise does worse than the best fixed configuration.
+    `pass1` is each problem's observed pass@1 over all its calibration samples (what the
+    difficulty model learns to predict); without it, the share of its outcomes that were correct.
+    A bin's accuracy is shrunk toward a prior, as if `shrinkage` pseudo-problems at the prior's
+    rate were added to the bin (empirical Bayes): with a few dozen calibration problems per bin,
+    raw per-bin rates differ by noise alone, and an allocator that follows that noise does worse
+    than the best fixed configuration. The prior is the configuration's rate over all bins
+    shifted by the bin's own level, so a hopeless bin stays hopeless.
     """
     if not features:
         raise ConfigError("calibration has no probed problems to fit on")
-    edges = quantile_edges([f.agreement for f in features.values()], n_bins)
+    if pass1 is None:
+        seen: dict[str, list[float]] = defaultdict(list)
+        for o in outcomes:
+            seen[o.problem_id].append(float(o.correct))
+        pass1 = {p: _mean(v) for p, v in seen.items()}
+    ids = sorted(p for p in features if p in pass1)
+    if not ids:
+        raise ConfigError("calibration has no probed problem with an observed outcome to fit on")
+    difficulty = fit_difficulty([features[p] for p in ids], [pass1[p] for p in ids])
+    predicted = {p: difficulty.predict(f) for p, f in features.items()}
+    edges = quantile_edges(list(predicted.values()), n_bins)
     n = len(edges) + 1
     budgets = sorted({o.budget for o in outcomes})
     acc: list[dict] = [defaultdict(lambda: defaultdict(list)) for _ in range(n)]
     tok: list[dict] = [defaultdict(lambda: defaultdict(list)) for _ in range(n)]
     members = [set() for _ in range(n)]
     for o in outcomes:
-        f = features.get(o.problem_id)
-        if f is None:
+        if o.problem_id not in predicted:
             continue
-        b = bisect.bisect_right(edges, f.agreement)
+        b = bisect.bisect_right(edges, predicted[o.problem_id])
         members[b].add(o.problem_id)
         acc[b][o.config][o.budget].append(float(o.correct))
         tok[b][o.config][o.budget].append(o.tokens)
-    overall: dict[tuple[str, int], list[float]] = defaultdict(list)
+    overall: dict[tuple[str, int], list[float]] = defaultdict(list)  # (config, budget) over all bins
+    level: dict[tuple[int | None, int], list[float]] = defaultdict(list)  # (bin or None = all, budget) over configs
     for b in range(n):
         for c, per in acc[b].items():
             for bud, v in per.items():
                 overall[(c, bud)].extend(v)
+                level[(b, bud)].extend(v)
+                level[(None, bud)].extend(v)
+
+    def prior(b: int, c: str, bud: int) -> float:
+        # The configuration's overall rate, moved by how much easier or harder this bin is than
+        # the average (measured over all configurations, so with far less noise): a bin keeps its
+        # own level, and only the differences between configurations are pooled.
+        shift = _mean(level[(b, bud)]) - _mean(level[(None, bud)])
+        return min(1.0, max(0.0, _mean(overall[(c, bud)]) + shift))
+
     bins = []
     for b in range(n):
-        accuracy = {c: {str(bud): (sum(v) + shrinkage * _mean(overall[(c, bud)])) / (len(v) + shrinkage)
+        accuracy = {c: {str(bud): (sum(v) + shrinkage * prior(b, c, bud)) / (len(v) + shrinkage)
                         for bud, v in per.items()} for c, per in acc[b].items()}
         tokens = {c: {str(bud): sum(v) / len(v) for bud, v in per.items()} for c, per in tok[b].items()}
         best = {}
@@ -181,9 +233,9 @@ def fit(features: dict[str, ProbeFeatures], outcomes: Sequence[Outcome], configs
             if cands:
                 best[str(bud)] = max(cands)[2]
         bins.append(BinTable(problems=len(members[b]), accuracy=accuracy, tokens=tokens, best=best))
-    return AllocatorModel(created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), edges=edges,
-                          probe_samples=probe_samples, budgets=budgets, configs=list(configs), bins=bins,
-                          shrinkage=shrinkage, data=data or {})
+    return AllocatorModel(created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), difficulty=difficulty,
+                          edges=edges, probe_samples=probe_samples, budgets=budgets, configs=list(configs),
+                          bins=bins, shrinkage=shrinkage, data=data or {})
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -193,8 +245,9 @@ def _mean(values: Sequence[float]) -> float:
 def quantile_edges(values: Sequence[float], n_bins: int) -> list[float]:
     """Bin edges that split `values` into n_bins groups as evenly as their distinct values allow.
 
-    Probe agreement takes few distinct values (k/probe_samples), so plain quantiles often
-    coincide; each edge is instead the distinct value whose rank is closest to a quantile.
+    Predicted difficulty takes only as many distinct values as there are distinct probes (few,
+    with a 4-sample probe), so plain quantiles often coincide; each edge is instead the
+    distinct value whose rank is closest to a quantile.
     """
     ordered = sorted(values)
     distinct = sorted(set(ordered))[1:]  # an edge at the minimum would leave the first bin empty

@@ -55,9 +55,17 @@ def features_from_records(records: Sequence[dict[str, Any]]) -> tuple[dict[str, 
         if r["strategy"] != PROBE_LABEL:
             continue
         samples = [Trajectory([], c["num_tokens"], c["finish_reason"], answer=c["answer"]) for c in r["candidates"]]
-        feats[r["id"]] = A.probe_features(samples)
+        feats[r["id"]] = A.probe_features(samples, prompt_tokens=int(r["usage"].get("prompt_tokens", 0)))
         probe_results[r["id"]] = r
     return feats, probe_results
+
+
+def pass1_from_records(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Each problem's pass@1 over every sample the calibration drew for it (probe included)."""
+    seen: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        seen[r["id"]] += [float(c["correct"]) for c in r["candidates"] if c.get("correct") is not None]
+    return {pid: sum(v) / len(v) for pid, v in seen.items() if v}
 
 
 def grid_configs(recipe: Recipe) -> list[A.ConfigChoice]:
@@ -80,24 +88,32 @@ def outcomes_from_records(records: Sequence[dict[str, Any]]) -> list[A.Outcome]:
 
 def auto_points(model: A.AllocatorModel, ids: Sequence[str], feats: dict[str, A.ProbeFeatures],
                 probe_results: dict[str, dict], table: dict, budgets: Sequence[int],
-                confident_agreement: float = 1.0) -> dict[int, list[tuple[bool, float]]]:
-    """What `auto` would have done on `ids` at each budget: (correct, tokens) from recorded outcomes."""
+                confident_agreement: float = 1.0,
+                min_gain_per_doubling: float | None = None) -> dict[int, list[tuple[bool, float]]]:
+    """What `auto` would have done on `ids` at each budget: (correct, tokens) from recorded outcomes.
+
+    The allocator may pick a smaller calibrated budget than the one given (when more compute
+    does not pay for prompts like this one); the outcome recorded at that budget is used.
+    `min_gain_per_doubling` None means the allocator file's own price of compute.
+    """
     points: dict[int, list[tuple[bool, float]]] = defaultdict(list)
     for pid in ids:
         probe = probe_results[pid]
         probe_tokens = float(probe["usage"]["generated_tokens"])
         for b in budgets:
+            if b < probe["budget"]["generated_tokens"]:
+                continue  # auto refuses a budget that cannot pay for its probe
             if feats[pid].agreement >= confident_agreement:
                 points[b].append((bool(probe["correct"]), probe_tokens))
                 continue
-            choice = model.choose(feats[pid], b)
-            o = table.get((pid, choice.label, b))
+            d = model.decide(feats[pid], b, probe_tokens=probe_tokens, min_gain_per_doubling=min_gain_per_doubling)
+            o = table.get((pid, d.label, d.budget))
             if o is None:
                 continue
             # auto's best-of-N keeps the probe's samples as the first of its N (they vote), so it
             # costs what the fixed configuration at this budget costs; other strategies pay both.
-            reuses_probe = choice.strategy in ("best_of_n", "probe_only")
-            points[b].append((o.correct, o.tokens if reuses_probe else probe_tokens + o.tokens))
+            reuses_probe = d.config.strategy in A.PROBE_REUSING
+            points[b].append((o.correct, max(o.tokens, probe_tokens) if reuses_probe else probe_tokens + o.tokens))
     return points
 
 
@@ -132,7 +148,8 @@ def compare(auto: dict[int, list], outcomes: Sequence[A.Outcome], configs: Seque
 
 def evaluate(feats: dict[str, A.ProbeFeatures], probe_results: dict[str, dict], outcomes: Sequence[A.Outcome],
              configs: Sequence[A.ConfigChoice], *, probe_samples: int, folds: int = 4, n_bins: int = 3,
-             confident_agreement: float = 1.0, seed: int = 0, majority_label: str | None = None) -> dict[str, Any]:
+             confident_agreement: float = 1.0, seed: int = 0, majority_label: str | None = None,
+             pass1: dict[str, float] | None = None, min_gain_per_doubling: float = 0.0) -> dict[str, Any]:
     """Cross-fitted: each fold is judged by an allocator fitted on the other folds."""
     ids = sorted(feats)
     random.Random(seed).shuffle(ids)
@@ -143,12 +160,38 @@ def evaluate(feats: dict[str, A.ProbeFeatures], probe_results: dict[str, dict], 
     for k in range(folds):
         train = {p for p in ids if fold_of[p] != k}
         model = A.fit({p: feats[p] for p in train}, [o for o in outcomes if o.problem_id in train], configs,
-                      n_bins=n_bins, probe_samples=probe_samples)
+                      n_bins=n_bins, probe_samples=probe_samples,
+                      pass1=None if pass1 is None else {p: v for p, v in pass1.items() if p in train})
         held_out = [p for p in ids if fold_of[p] == k]
         for b, pts in auto_points(model, held_out, feats, probe_results, table, budgets,
-                                  confident_agreement).items():
+                                  confident_agreement, min_gain_per_doubling).items():
             auto[b].extend(pts)
-    return {"folds": folds, **compare(auto, outcomes, configs, ids, majority_label)}
+    return {"folds": folds, "min_gain_per_doubling": min_gain_per_doubling,
+            **compare(auto, outcomes, configs, ids, majority_label)}
+
+
+#: The prices of compute `ttc calibrate` tries (accuracy a doubling of tokens must buy).
+MIN_GAIN_GRID = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
+
+
+def choose_min_gain(feats, probe_results, outcomes, configs, *, majority_label: str | None,
+                    grid: Sequence[float] = MIN_GAIN_GRID, **kw) -> tuple[float, list[dict[str, Any]]]:
+    """The price of compute with the smallest cross-fitted compute ratio (ties: the smaller price).
+
+    Never reaching best-of-N's top accuracy counts as an infinite ratio, so a price that
+    saves tokens by losing accuracy is not chosen. Without best-of-N majority in the grid
+    there is nothing to compare with and the price is 0 (the most accurate choice).
+    """
+    if majority_label is None:
+        return 0.0, []
+    tried = []
+    for g in grid:
+        ev = evaluate(feats, probe_results, outcomes, configs, majority_label=majority_label,
+                      min_gain_per_doubling=g, **kw)
+        tried.append({"min_gain_per_doubling": g, "compute_ratio": ev.get("compute_ratio")})
+    best = min(tried, key=lambda t: (math.inf if t["compute_ratio"] is None else t["compute_ratio"],
+                                     t["min_gain_per_doubling"]))
+    return best["min_gain_per_doubling"], tried
 
 
 def tokens_to_reach(curve: Sequence[dict[str, float]], target: float) -> float | None:
@@ -167,7 +210,8 @@ def tokens_to_reach(curve: Sequence[dict[str, float]], target: float) -> float |
 
 
 def calibrate(recipe: Recipe, *, probe_samples: int = 4, n_bins: int = 3, name: str | None = None,
-              run_evaluation: bool = False, folds: int = 4, progress: bool = True, engine=None) -> dict[str, Any]:
+              run_evaluation: bool = False, folds: int = 4, progress: bool = True, engine=None,
+              min_gain_per_doubling: float | None = None) -> dict[str, Any]:
     """Run the grid (resumable), fit and save the allocator, optionally evaluate auto offline."""
     if any(b.generated_tokens is None for b in recipe.budgets):
         raise ConfigError("calibration budgets must be generated-token budgets (ints)")
@@ -183,14 +227,22 @@ def calibrate(recipe: Recipe, *, probe_samples: int = 4, n_bins: int = 3, name: 
     data = {"recipe": recipe.name, "dataset": recipe.dataset.model_dump(mode="json"),
             "generator": recipe.generator.model_dump(mode="json"), "problems": len(feats),
             "outcomes": len(outcomes)}
-    model = A.fit(feats, outcomes, configs, n_bins=n_bins, probe_samples=probe_samples, data=data)
+    pass1 = pass1_from_records(records)
+    majority = next((c.label for c in configs if c.strategy == "best_of_n"
+                     and c.options.get("selection", "majority") == "majority"), None)
+    common = dict(probe_samples=probe_samples, folds=folds, n_bins=n_bins, pass1=pass1)
+    chosen, tried = choose_min_gain(feats, probe_results, outcomes, configs, majority_label=majority, **common)
+    model = A.fit(feats, outcomes, configs, n_bins=n_bins, probe_samples=probe_samples, data=data, pass1=pass1)
+    model = model.model_copy(update={"min_gain_per_doubling": chosen})
     saved = [A.save(model, out / "allocator.json"), A.save(model, A.allocator_path(name or recipe.name))]
     report: dict[str, Any] = {"allocator": [str(p) for p in saved], "bins": [
-        {"problems": b.problems, "best": b.best} for b in model.bins], "edges": model.edges}
+        {"problems": b.problems, "best": b.best} for b in model.bins], "edges": model.edges,
+        "min_gain_per_doubling": chosen, "min_gain_tried": tried}
     if run_evaluation:
-        majority = next((c.label for c in configs if c.strategy == "best_of_n"
-                         and c.options.get("selection", "majority") == "majority"), None)
-        report["evaluation"] = evaluate(feats, probe_results, outcomes, configs, probe_samples=probe_samples,
-                                        folds=folds, n_bins=n_bins, majority_label=majority)
+        # Judged at the chosen price (a little optimistic: the price was picked on these folds;
+        # bench/allocator.py judges on a separate held-out set).
+        report["evaluation"] = evaluate(feats, probe_results, outcomes, configs, majority_label=majority,
+                                        min_gain_per_doubling=chosen if min_gain_per_doubling is None
+                                        else min_gain_per_doubling, **common)
     (out / "calibration.json").write_text(json.dumps(report, indent=1))
     return report

@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--probe-samples", type=int, default=4, help="samples in the difficulty probe (default 4)")
     c.add_argument("--bins", type=int, default=3, help="difficulty bins (default 3)")
     c.add_argument("--folds", type=int, default=4, help="cross-fitting folds for --evaluate (default 4)")
+    c.add_argument("--min-gain", type=float, default=None, metavar="G",
+                   help="for --evaluate: judge auto at this min_gain_per_doubling instead of the calibrated one")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -152,13 +154,16 @@ def cmd_calibrate(args) -> int:
     from ttc.recipe import load_recipe
 
     for name, value, low in (("--probe-samples", args.probe_samples, 1), ("--bins", args.bins, 1),
-                             ("--folds", args.folds, 2)):
-        if value < low:
+                             ("--folds", args.folds, 2), ("--min-gain", args.min_gain, 0.0)):
+        if value is not None and value < low:
             raise ConfigError(f"{name} must be at least {low}, got {value}")
     recipe = load_recipe(args.recipe, parse_assignments(args.overrides))
     report = calibrate(recipe, probe_samples=args.probe_samples, n_bins=args.bins, name=args.name,
-                       run_evaluation=args.evaluate, folds=args.folds, progress=not args.no_progress)
+                       run_evaluation=args.evaluate, folds=args.folds, progress=not args.no_progress,
+                       min_gain_per_doubling=args.min_gain)
     print(f"allocator: {report['allocator'][-1]} (also {report['allocator'][0]})")
+    print(f"  difficulty bins on predicted pass@1, edges {[round(e, 3) for e in report['edges']]}; "
+          f"price of compute (min_gain_per_doubling, cross-fitted): {report['min_gain_per_doubling']}")
     for i, b in enumerate(report["bins"]):
         print(f"  bin {i} ({b['problems']} problems): best per budget {b['best']}")
     ev = report.get("evaluation")

@@ -153,7 +153,8 @@ def test_calibrate_end_to_end_on_fakes(tmp_path, monkeypatch):
     report = calibrate(load_recipe(path), probe_samples=2, run_evaluation=True, folds=3, progress=False)
     assert (tmp_path / "home" / "allocators" / "cal.json").exists()
     ev = report["evaluation"]
-    assert ev["problems"] == 12 and [p["budget"] for p in ev["auto"]] == [32, 128]
+    # auto cannot run at 32 tokens: its probe (2 x 32) costs more, so its curve starts at 128.
+    assert ev["problems"] == 12 and [p["budget"] for p in ev["auto"]] == [128]
     assert ev["best_of_n_majority"]["config"] == "majority"
     assert "compute_ratio" in ev
     model = A.load("cal")
@@ -210,3 +211,105 @@ def test_allocator_can_choose_to_stop_after_the_probe():
     model = A.fit(feats, outcomes, [CONFIGS[0], A.PROBE_ONLY], n_bins=2, probe_samples=4)
     assert model.choose(A.ProbeFeatures(1.0, 1, None, 1), 1024).label == "probe_only"
     assert model.bins[1].best == {"1024": "probe_only"}
+
+
+def test_difficulty_model_ranks_prompts_by_what_their_probes_show():
+    from ttc.difficulty import fit_difficulty
+
+    # Pass@1 falls with disagreement and with prompt length; the model must learn both directions.
+    feats, targets = [], []
+    for i in range(60):
+        agreement = [0.25, 0.5, 0.75, 1.0][i % 4]
+        prompt = 40 + 10 * (i % 3)
+        feats.append(A.ProbeFeatures(agreement, 1.0, None, 80.0, distinct=1.25 - agreement, prompt_tokens=prompt))
+        targets.append(min(1.0, max(0.0, agreement - 0.005 * (prompt - 40))))
+    model = fit_difficulty(feats, targets)
+    p = model.predict
+    assert p(A.ProbeFeatures(1.0, 1, None, 80, distinct=0.25, prompt_tokens=40)) > \
+        p(A.ProbeFeatures(0.5, 1, None, 80, distinct=0.75, prompt_tokens=40)) > \
+        p(A.ProbeFeatures(0.25, 1, None, 80, distinct=1.0, prompt_tokens=40))
+    assert p(A.ProbeFeatures(0.5, 1, None, 80, distinct=0.75, prompt_tokens=40)) > \
+        p(A.ProbeFeatures(0.5, 1, None, 80, distinct=0.75, prompt_tokens=60))
+    # A feature constant on the calibration set gets no weight (answered, mean tokens here).
+    assert model.weights[2] == pytest.approx(0.0) and model.weights[4] == pytest.approx(0.0)
+
+
+def test_fit_bins_on_observed_pass1_when_given():
+    feats, outcomes = synthetic()
+    # Say the "easy" group (agreement 1.0) is the hardest by its observed pass@1: bins must follow.
+    pass1 = {pid: 0.05 if pid.startswith("easy") else 0.5 if pid.startswith("mid") else 0.9 for pid in feats}
+    model = A.fit(feats, outcomes, CONFIGS, n_bins=3, probe_samples=4, pass1=pass1, shrinkage=0)
+    assert model.bin_of(feats["easy-0"]) == 0 and model.bin_of(feats["hard-0"]) == 2
+
+
+def hopeless_and_medium(per_group=20):
+    """Two groups: hopeless (5% at any budget) and medium (20% at 512, 60% at 2048)."""
+    feats, outcomes = {}, []
+    for i in range(2 * per_group):
+        hopeless = i < per_group
+        pid = f"{'h' if hopeless else 'm'}{i}"
+        feats[pid] = A.ProbeFeatures(0.25 if hopeless else 0.75, 1.0, None, 80.0)
+        k = i % 20
+        for budget, tokens, rate in ((512, 400.0, 0.05 if hopeless else 0.2), (2048, 1300.0, 0.05 if hopeless else 0.6)):
+            outcomes.append(A.Outcome(pid, "cheap", budget, k < round(rate * 20), tokens))
+        outcomes.append(A.Outcome(pid, A.PROBE_ONLY.label, 2048, k < 1, 320.0))
+        outcomes.append(A.Outcome(pid, A.PROBE_ONLY.label, 512, k < 1, 320.0))
+    return feats, outcomes
+
+
+def test_a_price_of_compute_stops_hopeless_prompts_and_spends_on_the_rest():
+    feats, outcomes = hopeless_and_medium()
+    model = A.fit(feats, outcomes, [CONFIGS[0], A.PROBE_ONLY], n_bins=2, probe_samples=4, shrinkage=0)
+    hopeless, medium = feats["h0"], feats["m39"]
+    # With no price, the most accurate choice: everything gets the whole budget (ties -> fewer tokens).
+    assert model.decide(medium, 2048, probe_tokens=320).budget == 2048
+    # Priced at 2 points per doubling: the hopeless bin gains nothing from 4x the tokens and stops.
+    d = model.decide(hopeless, 2048, probe_tokens=320, min_gain_per_doubling=0.02)
+    assert d.label == "probe_only" and d.expected_tokens == pytest.approx(320)
+    d = model.decide(medium, 2048, probe_tokens=320, min_gain_per_doubling=0.02)
+    assert (d.label, d.budget) == ("cheap", 2048) and d.expected_accuracy == pytest.approx(0.6)
+    # The probe cannot be undone: a probe-reusing choice never costs less than the probe.
+    d = model.decide(medium, 2048, probe_tokens=500, min_gain_per_doubling=0.5)
+    assert d.expected_tokens >= 500
+
+
+def test_calibration_picks_the_price_with_the_smallest_cross_fitted_ratio():
+    from ttc.calibrate import choose_min_gain
+
+    feats, outcomes = hopeless_and_medium(per_group=80)  # enough problems per fold for the data to beat the prior
+    probes = {pid: {"usage": {"generated_tokens": 320}, "budget": {"generated_tokens": 512},
+                    "correct": o.correct} for pid in feats for o in outcomes
+              if o.problem_id == pid and o.config == A.PROBE_ONLY.label}
+    configs = [CONFIGS[0], A.PROBE_ONLY]
+    chosen, tried = choose_min_gain(feats, probes, outcomes, configs, majority_label="cheap", probe_samples=4,
+                                    folds=4, n_bins=2, grid=(0.0, 0.02))
+    assert [t["min_gain_per_doubling"] for t in tried] == [0.0, 0.02]
+    assert tried[1]["compute_ratio"] < tried[0]["compute_ratio"] and chosen == 0.02
+    assert choose_min_gain(feats, probes, outcomes, configs, majority_label=None) == (0.0, [])
+
+
+def test_auto_stops_where_its_allocator_says_compute_does_not_pay(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTC_HOME", str(tmp_path))
+    feats, outcomes = hopeless_and_medium()
+    model = A.fit(feats, outcomes, [CONFIGS[0], A.PROBE_ONLY], n_bins=2, probe_samples=4, shrinkage=0)
+    A.save(model.model_copy(update={"min_gain_per_doubling": 0.02}), A.allocator_path("priced"))
+
+    def all_different(prompt, rng):  # agreement 1/4: the hopeless bin
+        return f"step\n\nThe answer is \\boxed{{{rng.randrange(10**9)}}}"
+
+    with Engine(generator=FakeGenerator(all_different)) as e:
+        sol = e.solve("q", 2048, "auto", max_tokens=128, allocator="priced")
+        assert sol.metrics["decision"] == "stop_after_probe" and sol.metrics["reason"] == "allocator"
+        assert len(sol.candidates) == 4
+    calls = iter(range(10**6))
+
+    def three_of_four(prompt, rng):  # agreement 3/4: the medium bin, where 4x the tokens buy 40 points
+        return f"step\n\nThe answer is \\boxed{{{9 if next(calls) % 4 == 3 else 7}}}"
+
+    with Engine(generator=FakeGenerator(three_of_four)) as e:
+        sol = e.solve("q", 2048, "auto", max_tokens=128, allocator="priced")
+        assert sol.metrics["decision"] == "run" and sol.metrics["sub_budget"] == 2048 - sol.candidates[0].num_tokens * 4
+        assert len(sol.candidates) > 4
+        # A price far above what more tokens buy here stops the same prompt.
+        sol = e.solve("q", 2048, "auto", max_tokens=128, allocator="priced", min_gain_per_doubling=1.0)
+        assert sol.metrics["decision"] == "stop_after_probe" and len(sol.candidates) == 4
