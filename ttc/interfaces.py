@@ -54,6 +54,9 @@ class Scorer(abc.ABC):
     name: str = "scorer"
     #: Parameter count of the scoring model for FLOPs estimates; None when it runs no model.
     num_parameters: int | None = None
+    #: True for scorers that hold a model of their own (PRMs): with a `cluster:` section they run on
+    #: their own pool of replicas. Cheap scorers, and those that use the policy, stay in-process.
+    runs_on_replicas: bool = False
 
     @abc.abstractmethod
     async def score(self, problem: Problem, trajectories: Sequence[Trajectory]) -> ScoreResult:

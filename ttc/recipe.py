@@ -15,7 +15,7 @@ import yaml
 from pydantic import Field, PrivateAttr, field_validator
 
 from ttc.budget import Budget
-from ttc.config import EngineConfig, StrictModel, validate
+from ttc.config import ClusterConfig, EngineConfig, StrictModel, validate
 from ttc.datasets import DatasetConfig
 from ttc.errors import BudgetError, ConfigError
 from ttc.registry import BACKENDS, STRATEGIES, VERIFIERS
@@ -74,6 +74,9 @@ class Recipe(StrictModel):
         False, description="strategy auto only: each budget is the average per problem of ONE budget shared by "
                            "the whole dataset, so easy prompts hand compute to hard ones.")
     output: str = Field("runs/{name}", description="Output folder; {name} is replaced by the recipe name.")
+    cluster: ClusterConfig | None = Field(
+        None, description="Run on a Ray cluster: generator and scorer replica pools (see README, Ray); "
+                          "None = everything in this process.")
     #: Folder of the recipe file: relative dataset paths are resolved against it.
     _base_dir: Path | None = PrivateAttr(None)
 
@@ -102,6 +105,7 @@ class Recipe(StrictModel):
             "verifier_options": self.verifier.options if self.verifier else {},
             "system_prompt": self.system_prompt, "seed": self.seeds[0],
             "max_concurrent_problems": self.concurrency,
+            "cluster": self.cluster.model_dump() if self.cluster is not None else None,
         }
 
     def output_dir(self) -> Path:

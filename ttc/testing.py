@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
 import re
 from typing import Callable, Mapping, Sequence
@@ -60,6 +61,12 @@ class FakeGeneratorConfig(StrictModel):
     seed: int = Field(0, description="Seed of the scripted randomness.")
     latency_s: float = Field(0.0, ge=0.0, description="Simulated seconds per generate call.")
     fail_on_call: int | None = Field(None, ge=1, description="The generate call (1-based) that raises BackendError.")
+    exit_on_call: int | None = Field(
+        None, ge=1, description="The generate call (1-based) on which the whole process exits, as if killed "
+                                "(for fault tests on a cluster: run it only inside a replica).")
+    exit_token: str | None = Field(
+        None, description="With exit_on_call: a file path; only the process that creates it exits, so exactly "
+                          "one replica of a pool dies.")
 
 
 class FakeGenerator(Generator):
@@ -76,8 +83,10 @@ class FakeGenerator(Generator):
 
     @classmethod
     def from_config(cls, config: FakeGeneratorConfig) -> "FakeGenerator":
-        return cls(answer_script(config.answers), seed=config.seed, latency_s=config.latency_s,
+        fake = cls(answer_script(config.answers), seed=config.seed, latency_s=config.latency_s,
                    fail_on_call=config.fail_on_call)
+        fake.exit_on_call, fake.exit_token = config.exit_on_call, config.exit_token
+        return fake
 
     def __init__(self, script: TextScript | None = None, *, seed: int = 0, num_parameters: int | None = 1_000_000,
                  latency_s: float = 0.0, fail_on_call: int | None = None, dies: bool = False):
@@ -88,6 +97,8 @@ class FakeGenerator(Generator):
         self.fail_on_call = fail_on_call  # 1-based generate() call that raises BackendError
         self.dies = dies  # after failing, every later call fails too (a dead engine)
         self.calls: list[list[GenerationRequest]] = []
+        self.exit_on_call: int | None = None  # see FakeGeneratorConfig.exit_on_call
+        self.exit_token: str | None = None
         self._asked: dict[str, int] = {}
         self._seen_prompts: list[list[str]] = []
 
@@ -139,11 +150,24 @@ class FakeGenerator(Generator):
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         self.calls.append(list(requests))
         call = len(self.calls)
+        if call == self.exit_on_call and _claim(self.exit_token):
+            os._exit(17)  # no clean-up, no exception: what a killed replica looks like to its pool
         if self.fail_on_call is not None and (call == self.fail_on_call or (self.dies and call > self.fail_on_call)):
             raise BackendError(f"fake backend failed on generate call {call}", retryable=not self.dies)
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         return [self._complete(r) for r in requests]
+
+
+def _claim(token: str | None) -> bool:
+    """True for the one process that creates `token` (always True without a token)."""
+    if token is None:
+        return True
+    try:
+        os.close(os.open(token, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
 
 
 class FakeScorerConfig(StrictModel):
@@ -167,6 +191,7 @@ class FakeScorer(Scorer):
 
     name = "fake"
     Config = FakeScorerConfig
+    runs_on_replicas = True  # stands in for a PRM, so the scorer pool is exercised with fakes
 
     @classmethod
     def from_config(cls, config: FakeScorerConfig) -> "FakeScorer":

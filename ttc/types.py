@@ -45,6 +45,9 @@ class GenerationRequest:
 
     prompt: str
     params: SamplingParams
+    #: The prefix this request continues (its problem's rendered prompt), so a pool of replicas can
+    #: send it where that prefix is cached; None when there is none. Backends may ignore it.
+    affinity: str | None = None
 
 
 @dataclass

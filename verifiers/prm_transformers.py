@@ -98,6 +98,7 @@ def _looks_like_path(model: str) -> bool:
 
 class TransformersPRMScorer(Scorer):
     """Per-step scores P(good) from a causal-LM PRM (Math-Shepherd / RLHFlow style)."""
+    runs_on_replicas = True
 
     name = "prm_transformers"
     Config = TransformersPRMConfig

@@ -100,6 +100,7 @@ class VLLMPRMConfig(StrictModel):
 
 
 class VLLMPRMScorer(Scorer):
+    runs_on_replicas = True
     name = "prm_vllm"
     Config = VLLMPRMConfig
 

@@ -1,0 +1,83 @@
+"""Generator and scorer pools on a local loopback Ray cluster, with fake workers."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ttc.engine import Engine
+from ttc.errors import BackendError, SolveError
+
+pytestmark = pytest.mark.ray
+
+PROMPTS = [f"What is {i} + {i}?" for i in range(12)]
+
+
+def cluster(**pools):
+    return {"address": "local", "generator": {"replicas": 2, "num_cpus": 0.5, **pools.get("generator", {})},
+            "scorer": {"replicas": 1, "num_cpus": 0.5, **pools.get("scorer", {})}, "max_attempts": 3}
+
+
+def charged_once(solutions):
+    """What each solve was charged is exactly what its kept samples produced: no retry is charged twice."""
+    return all(s.usage.generated_tokens == sum(c.num_tokens for c in s.candidates) for s in solutions)
+
+
+def test_step_search_keeps_each_problem_on_the_replica_that_holds_its_prefix(local_ray):
+    with Engine(backend="fake", verifier="fake", cluster=cluster()) as e:
+        sols = e.solve_many(PROMPTS, 2048, "beam_search", max_tokens=64, n=4, beam_width=2)
+        assert all(s.answer is not None for s in sols) and charged_once(sols)
+        gen = e._generator.stats()
+        keys = [set(r["affinity_keys"]) for r in gen["replicas"]]
+        assert len(keys) == 2 and all(keys)  # both replicas served problems...
+        assert not keys[0] & keys[1]  # ...and no problem's prefix was split between them
+        assert len(keys[0] | keys[1]) == len(PROMPTS)
+        assert sum(r["affinity_hits"] for r in gen["replicas"]) > 0
+        scorer = e._scorer.stats()
+        assert scorer["replicas"][0]["calls"] > 0  # the scorer ran on its own pool
+
+
+def test_backpressure_bounds_requests_in_flight_per_replica(local_ray):
+    options = {"latency_s": 0.05}
+    with Engine(backend="fake", backend_options=options,
+                cluster=cluster(generator={"max_in_flight": 2})) as e:
+        sols = e.solve_many(PROMPTS, 1024, "repeated_sampling", max_tokens=64, n=4)
+        assert len(sols) == len(PROMPTS) and charged_once(sols)
+        peaks = [r["peak_in_flight"] for r in e._generator.stats()["replicas"]]
+        assert max(peaks) <= 2 and sum(r["calls"] for r in e._generator.stats()["replicas"]) == len(PROMPTS)
+
+
+def test_a_replica_that_dies_mid_request_is_replaced_and_its_requests_retried(local_ray, tmp_path):
+    # One replica exits (as if killed) on its 3rd generate call; every problem must still be answered,
+    # each charged once, and the pool must have replaced exactly one replica.
+    options = {"exit_on_call": 3, "exit_token": str(tmp_path / "one-death"), "latency_s": 0.05}
+    with Engine(backend="fake", backend_options=options, cluster=cluster()) as e:
+        sols = e.solve_many(PROMPTS, 1024, "best_of_n", max_tokens=64, n=4)
+        assert [s.problem.prompt for s in sols] == PROMPTS
+        assert all(s.answer is not None and len(s.candidates) == 4 for s in sols)
+        assert charged_once(sols)
+        stats = e._generator.stats()
+        assert stats["replaced"] == 1 and stats["retries"] >= 1
+        assert (tmp_path / "one-death").exists()
+        # The replacement comes up and serves: later solves still have two replicas.
+        for _ in range(100):
+            if len(e._generator.replicas.router.alive()) == 2:
+                break
+            asyncio.run(asyncio.sleep(0.1))
+        assert len(e._generator.replicas.router.alive()) == 2
+        assert e.solve("one more", 256, "best_of_n", max_tokens=64, n=2).answer is not None
+
+
+def test_retries_are_bounded_when_every_replica_dies(local_ray):
+    # No token: every replica, replacements included, dies on its first call.
+    with Engine(backend="fake", backend_options={"exit_on_call": 1},
+                cluster={**cluster(), "max_attempts": 2, "replica_start_timeout_s": 60}) as e:
+        with pytest.raises((BackendError, SolveError), match="failed on 2 replicas"):
+            e.solve("q", 256, "best_of_n", max_tokens=64, n=2)
+
+
+def test_a_retryable_backend_error_is_retried_on_a_replica(local_ray):
+    with Engine(backend="fake", backend_options={"fail_on_call": 1}, cluster=cluster()) as e:
+        sol = e.solve("q", 256, "best_of_n", max_tokens=64, n=2)
+        assert sol.answer is not None and charged_once([sol])
+        assert e._generator.stats()["retries"] == 1 and e._generator.stats().get("replaced", 0) == 0

@@ -1,0 +1,93 @@
+"""WorkerHost: a plain class that holds one generator or scorer; Ray makes it an actor at wiring time.
+
+It builds its worker from the registries by name and options (so the actor's
+process imports the worker, not the driver), starts it inside the actor's own
+event loop (vLLM's AsyncLLM is bound to the loop it starts on), and counts
+what it serves so routing and backpressure can be checked from outside.
+
+A worker error comes back as a `Failure` value rather than an exception, so the
+pool can tell, without depending on how Ray wraps exceptions, a bad request
+(not retried) from a dead worker (replaced, and the request retried elsewhere).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+
+@dataclass
+class Failure:
+    """What went wrong in the worker, in plain values that cross process boundaries."""
+
+    message: str
+    retryable: bool  # the same request may succeed if sent again
+    dead: bool  # this worker cannot serve anything more: replace it
+
+
+class WorkerHost:
+    def __init__(self, kind: str, name: str, options: dict[str, Any]):
+        self.kind, self.name, self.options = kind, name, dict(options)
+        self.worker = None
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.calls = 0
+        self.affinity_keys: set[str] = set()
+
+    async def ready(self) -> int:
+        """Build and start the worker (loading its model); returns this process's pid."""
+        if self.worker is None:
+            from ttc.engine import build_component
+            from ttc.registry import BACKENDS, VERIFIERS
+
+            registry = BACKENDS if self.kind == "generator" else VERIFIERS
+            prefix = "backend_options" if self.kind == "generator" else "verifier_options"
+            self.worker = build_component(registry, self.name, self.options, prefix)
+            if hasattr(self.worker, "start"):
+                self.worker.start()
+        return os.getpid()
+
+    async def generate(self, requests: Sequence[Any], keys: Sequence[str | None] = ()) -> Any:
+        return await self._serve(lambda: self.worker.generate(requests), len(requests), keys)
+
+    async def score(self, problem: Any, trajectories: Sequence[Any]) -> Any:
+        return await self._serve(lambda: self.worker.score(problem, trajectories), 1, ())
+
+    async def _serve(self, call, weight: int, keys: Sequence[str | None]) -> Any:
+        from ttc.errors import BackendError, VerifierError
+
+        await self.ready()
+        self.calls += 1
+        self.affinity_keys.update(k for k in keys if k is not None)
+        self.in_flight += weight
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            return await call()
+        except (BackendError, VerifierError) as exc:
+            dead = bool(getattr(self.worker, "dead", False))
+            return Failure(f"{type(exc).__name__}: {exc}", bool(getattr(exc, "retryable", False)), dead)
+        finally:
+            self.in_flight -= weight
+
+    def render_prompt(self, problem: Any) -> str:
+        return self.worker.render_prompt(problem)
+
+    def count_tokens(self, text: str) -> int:
+        return self.worker.count_tokens(text)
+
+    def estimate_tokens(self, problem: Any, trajectories: Sequence[Any]) -> int:
+        return self.worker.estimate_tokens(problem, trajectories)
+
+    def describe(self) -> dict[str, Any]:
+        """What the pool copies onto its own face: model name and parameter count."""
+        return {"model_name": getattr(self.worker, "model_name", self.name),
+                "num_parameters": getattr(self.worker, "num_parameters", None),
+                "name": getattr(self.worker, "name", self.name)}
+
+    def stats(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "calls": self.calls, "in_flight": self.in_flight,
+                "peak_in_flight": self.peak_in_flight, "affinity_keys": sorted(self.affinity_keys)}
+
+    async def aclose(self) -> None:
+        if self.worker is not None and hasattr(self.worker, "aclose"):
+            await self.worker.aclose()
