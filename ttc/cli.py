@@ -68,7 +68,70 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--min-gain", type=float, default=None, metavar="G",
                    help="for --evaluate: judge auto at this min_gain_per_doubling instead of the calibrated one")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    address_help = "Ray job server (dashboard) URL; default $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265"
+    j = sub.add_parser("submit", help="run a recipe as a Ray job on a cluster")
+    j.add_argument("recipe", help="recipe YAML file")
+    j.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, applied before submitting")
+    j.add_argument("--address", default=None, help=address_help)
+    j.add_argument("--wait", action="store_true", help="stream the job's logs and exit with its status")
+    j.add_argument("--python", default=None,
+                   help="interpreter on the cluster (default: this one for a loopback address, else `python`)")
+    j.add_argument("--id", dest="submission_id", default=None, help="job id to use (default: Ray picks one)")
+
+    jobs = sub.add_parser("jobs", help="status, logs, stop or list of Ray jobs")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, parser_class=_Parser)
+    for name, text in (("status", "a job's status"), ("logs", "a job's logs so far (--follow: until it ends)"),
+                       ("stop", "stop a running job")):
+        q = jobs_sub.add_parser(name, help=text)
+        q.add_argument("job_id", help="the id `ttc submit` printed")
+        q.add_argument("--address", default=None, help=address_help)
+        if name == "logs":
+            q.add_argument("--follow", action="store_true", help="stream until the job ends")
+    q = jobs_sub.add_parser("list", help="every job the server knows")
+    q.add_argument("--address", default=None, help=address_help)
     return parser
+
+
+def cmd_submit(args) -> int:
+    from ttc import jobs
+    from ttc.config import parse_assignments
+    from ttc.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, parse_assignments(args.overrides))  # invalid recipes never leave here
+    address = args.address or jobs.default_address()
+    job_id = jobs.submit(recipe, address=address, python=args.python, submission_id=args.submission_id)
+    print(f"job: {job_id}")
+    print(f"results: {recipe.output_dir().resolve() / 'results.jsonl'} (on the cluster)", flush=True)
+    if not args.wait:
+        print(f"follow it with: ttc jobs logs {job_id} --follow --address {address}")
+        return 0
+    state = jobs.follow(job_id, address=address)
+    print(f"job {job_id}: {state}")
+    return 0 if state == "SUCCEEDED" else 1
+
+
+def cmd_jobs(args) -> int:
+    from ttc import jobs
+
+    address = args.address or jobs.default_address()
+    if args.jobs_command == "status":
+        info = jobs.status(args.job_id, address=address)
+        print(f"{info['job_id']}: {info['status']}" + (f" ({info['message']})" if info["message"] else ""))
+        return 0
+    if args.jobs_command == "logs":
+        if args.follow:
+            state = jobs.follow(args.job_id, address=address)
+            print(f"job {args.job_id}: {state}")
+            return 0 if state == "SUCCEEDED" else 1
+        sys.stdout.write(jobs.logs(args.job_id, address=address))
+        return 0
+    if args.jobs_command == "stop":
+        print(f"{args.job_id}: {'stopping' if jobs.stop(args.job_id, address=address) else 'already ended'}")
+        return 0
+    for info in jobs.list_jobs(address=address):
+        print(f"{info['job_id']}  {info['status']:<10} {info['recipe'] or ''}")
+    return 0
 
 
 def _engine_from_args(args):
@@ -187,6 +250,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(args)
         if args.command == "calibrate":
             return cmd_calibrate(args)
+        if args.command == "submit":
+            return cmd_submit(args)
+        if args.command == "jobs":
+            return cmd_jobs(args)
     except USAGE_ERRORS as exc:
         print(f"ttc: error: {exc}", file=sys.stderr)
         return 2
