@@ -9,24 +9,55 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import urlparse
 
 from ttc.config import ClusterConfig, PoolConfig  # noqa: F401 (re-exported: the cluster's configs)
 from ttc.errors import BackendError, ConfigError
 
-#: Keeps a Ray 2.60 head on 127.0.0.1 instead of every interface (tests, one-machine runs).
+#: Keeps a Ray 2.60 node on 127.0.0.1 instead of every interface (tests, one-machine runs). Set only
+#: when the cluster is on loopback: on a real cluster it would make a driver report 127.0.0.1 as its IP.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+_started_here = False  # this process started a private cluster (address: local) and stops it on close
+
+
+def on_loopback(address: str | None) -> bool:
+    """Is the cluster at `address` one on this machine's loopback interface?"""
+    if address == "local":
+        return True
+    if address in (None, "auto"):
+        address = os.environ.get("RAY_ADDRESS") or _running_cluster_address()
+        if not address or address == "auto":
+            return False
+    host = urlparse(address if "://" in address else f"ray://{address}").hostname or ""
+    return host in LOOPBACK_HOSTS
+
+
+def _running_cluster_address() -> str | None:
+    """The address `ray start` left for this machine (what address='auto' finds), if any."""
+    try:
+        from ray._private.utils import read_ray_address
+    except ImportError:  # a Ray without it: 'auto' is then taken as not loopback
+        return None
+    try:
+        return read_ray_address()
+    except OSError:
+        return None
 
 
 def connect(cluster: ClusterConfig) -> None:
     """ray.init once per process, on loopback when the cluster is started here."""
+    global _started_here
     try:
         import ray
     except ImportError:
         raise ConfigError("cluster: needs Ray; install the `ray` extra (ray[default]==2.60.0)") from None
     if ray.is_initialized():
         return
-    for k, v in LOOPBACK_ENV.items():
-        os.environ.setdefault(k, v)
+    if on_loopback(cluster.address):
+        for k, v in LOOPBACK_ENV.items():
+            os.environ.setdefault(k, v)
     kwargs: dict[str, Any] = {"namespace": cluster.namespace, "log_to_driver": True,
                               "configure_logging": False}
     if cluster.address == "local":
@@ -41,3 +72,14 @@ def connect(cluster: ClusterConfig) -> None:
         raise BackendError(f"cluster.address={cluster.address!r}: no Ray cluster there ({exc}); start one with "
                            f"`ray start --head --node-ip-address=127.0.0.1` or use address: local",
                            retryable=False) from None
+    _started_here = cluster.address == "local"
+
+
+def disconnect() -> None:
+    """Stop the private cluster this process started (address: local); a shared one is left running."""
+    global _started_here
+    if _started_here:
+        import ray
+
+        ray.shutdown()
+        _started_here = False

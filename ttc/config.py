@@ -94,7 +94,8 @@ class ClusterConfig(StrictModel):
     max_attempts: int = Field(3, ge=1, le=20, description="Tries per request across replicas when replicas die.")
     replica_start_timeout_s: float = Field(600.0, gt=0, description="Seconds a new replica may take to load.")
     request_timeout_s: float | None = Field(
-        None, gt=0, description="Seconds one attempt may take before it is abandoned and retried; None = no limit.")
+        None, gt=0, description="Seconds one attempt may take; past it the replica is taken as hung, replaced, and "
+                                "the request retried elsewhere. None = no limit.")
     num_cpus: int | None = Field(None, ge=1, description="With address='local': CPUs of the private cluster.")
 
 

@@ -67,7 +67,7 @@ class SearchContext:
         """
         planned: list[tuple[int, GenerationRequest, Reservation]] = []
         for i, req in enumerate(requests):
-            prompt_tokens = self.generator.count_tokens(req.prompt) if self.ledger.needs_prompt_counts else 0
+            prompt_tokens = await self.generator.acount_tokens(req.prompt) if self.ledger.needs_prompt_counts else 0
             params = self.ledger.cap(req.params, prompt_tokens)
             if params is None:
                 self.budget_limited = True
@@ -143,7 +143,7 @@ class SearchContext:
             raise RuntimeError("this strategy needs a scorer, but none was configured")
         left = self.ledger.verifier_left()
         # Estimated only under a verifier cap: for a scorer on remote replicas it is a round trip.
-        cost = self.scorer.estimate_tokens(self.problem, trajectories) if left is not None else 0
+        cost = await self.scorer.aestimate_tokens(self.problem, trajectories) if left is not None else 0
         if left is not None and cost > left:
             self.budget_limited = True
             self.record("verifier_budget_exhausted", needed=cost, left=left)

@@ -178,11 +178,16 @@ class Engine:
             try:
                 generator = await self._started(self._get_generator())
             except BackendError:
-                self._generator = None if self._owns_generator else self._generator
+                if self._owns_generator and self._generator is not None:
+                    failed, self._generator = self._generator, None
+                    try:  # a pool may have started some replicas: stop them before the next try
+                        await failed.aclose()
+                    except Exception:  # noqa: BLE001 - the start error is the one to report
+                        pass
                 raise
             scorer = await self._started(self._get_scorer(verifier))
             ledger = Ledger(budget, num_parameters=generator.num_parameters)
-            ctx = SearchContext(problem, generator.render_prompt(problem), generator, ledger, scorer,
+            ctx = SearchContext(problem, await generator.arender_prompt(problem), generator, ledger, scorer,
                                 seed=self.config.seed if seed is None else seed)
             ctx.pool, ctx.pool_key = pool, pool_key
             try:
@@ -300,6 +305,10 @@ class Engine:
         self._thread.join(timeout=10)
         self._loop.close()
         self._loop = self._thread = None
+        if self.config.cluster is not None:
+            from ttc.cluster import disconnect
+
+            disconnect()  # the private cluster of address: local, if this process started one
 
     def __enter__(self) -> "Engine":
         return self

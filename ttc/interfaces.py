@@ -36,6 +36,14 @@ class Generator(abc.ABC):
         """Token count of a prompt; used only when a prompt-token or FLOPs cap needs it."""
         return len(text.split())
 
+    # The engine calls these async forms, so a backend whose tokenizer is remote (a Ray pool)
+    # can wait for a live replica instead of blocking the event loop; local backends need not care.
+    async def arender_prompt(self, problem: Problem) -> str:
+        return self.render_prompt(problem)
+
+    async def acount_tokens(self, text: str) -> int:
+        return self.count_tokens(text)
+
     async def aclose(self) -> None:
         """Release the backend's resources."""
 
@@ -65,6 +73,10 @@ class Scorer(abc.ABC):
     def estimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
         """Verifier tokens a score call will cost, for capping before it is sent."""
         return 0
+
+    async def aestimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
+        """What the engine calls: `estimate_tokens`, or a remote round trip for a scorer pool."""
+        return self.estimate_tokens(problem, trajectories)
 
     async def aclose(self) -> None:
         """Release the scorer's resources."""

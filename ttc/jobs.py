@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 
 import yaml
 
+from ttc.cluster import LOOPBACK_ENV
 from ttc.errors import BackendError, ConfigError
 
 #: The folders of this project that a job needs, shipped as Ray py_modules.
@@ -59,7 +60,9 @@ def client(address: str):
         from ray.job_submission import JobSubmissionClient
     except ImportError:
         raise ConfigError("ttc submit needs Ray; install the `ray` extra (ray[default]==2.60.0)") from None
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if is_loopback(address):
+        for k, v in LOOPBACK_ENV.items():
+            os.environ.setdefault(k, v)
     token = auth_token()
     headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
@@ -80,6 +83,14 @@ def stage_recipe(recipe, staging: Path) -> Path:
     source = data["dataset"]["source"]
     if source.endswith((".jsonl", ".parquet")) and not Path(source).is_absolute():
         data["dataset"]["source"] = str(((recipe._base_dir or Path.cwd()) / source).resolve())
+    model = data["generator"].get("model")
+    if model and not Path(model).is_absolute():
+        local = (recipe._base_dir or Path.cwd()) / model
+        if local.exists():  # a checkpoint folder beside the recipe; a hub name stays as it is
+            data["generator"]["model"] = str(local.resolve())
+    if data.get("cluster") and data["cluster"].get("address") == "local":
+        # Inside a job "local" would start a second, private cluster: use the one the job runs on.
+        data["cluster"]["address"] = "auto"
     data["output"] = str(recipe.output_dir().resolve())
     path = staging / "recipe.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -92,23 +103,25 @@ def submit(recipe, *, address: str, python: str | None = None, submission_id: st
     jobs = client(address)
     # On this machine the job can use this very interpreter; elsewhere, the cluster's `python`.
     python = python or (sys.executable if is_loopback(address) else "python")
-    staging = Path(tempfile.mkdtemp(prefix="ttc-submit-"))
-    stage_recipe(recipe, staging)
     root = project_root()
-    env_vars = {"PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "VLLM_LOGGING_LEVEL": "ERROR",
-                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env_vars = {"PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1", "VLLM_LOGGING_LEVEL": "ERROR"}
+    if is_loopback(address):
+        env_vars.update(LOOPBACK_ENV)
     if os.environ.get("TTC_HOME"):
         env_vars["TTC_HOME"] = os.environ["TTC_HOME"]
     env_vars.update(env or {})
-    runtime_env = {"working_dir": str(staging), "py_modules": [str(root / p) for p in PROJECT_PACKAGES],
-                   "excludes": ["__pycache__", "*.pyc"], "env_vars": env_vars}
     entrypoint = f"{shlex.quote(python)} -m ttc.cli run recipe.yaml --no-progress"
-    try:
-        return jobs.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission_id,
-                               metadata={"ttc_recipe": recipe.name})
-    except Exception as exc:
-        raise BackendError(f"the job server at {address} refused the job: {_first_line(exc)}",
-                           retryable=False) from None
+    # submit_job packs and uploads the working_dir before it returns, so the staging folder can go.
+    with tempfile.TemporaryDirectory(prefix="ttc-submit-") as staging:
+        stage_recipe(recipe, Path(staging))
+        runtime_env = {"working_dir": staging, "py_modules": [str(root / p) for p in PROJECT_PACKAGES],
+                       "excludes": ["__pycache__", "*.pyc"], "env_vars": env_vars}
+        try:
+            return jobs.submit_job(entrypoint=entrypoint, runtime_env=runtime_env, submission_id=submission_id,
+                                   metadata={"ttc_recipe": recipe.name})
+        except Exception as exc:
+            raise BackendError(f"the job server at {address} refused the job: {_first_line(exc)}",
+                               retryable=False) from None
 
 
 def status(job_id: str, *, address: str) -> dict[str, Any]:
@@ -133,9 +146,14 @@ def follow(job_id: str, *, address: str, write: Callable[[str], Any] = sys.stdou
                 sys.stdout.flush()
 
     _call(lambda: asyncio.run(tail()), job_id, address)
-    while (state := str(getattr(s := jobs.get_job_status(job_id), "value", s))) not in TERMINAL:
+    # The log stream can end (or drop) before the job's status does: poll until it is terminal.
+    while (state := _call(lambda: _status_value(jobs.get_job_status(job_id)), job_id, address)) not in TERMINAL:
         time.sleep(poll_s)
     return state
+
+
+def _status_value(s) -> str:
+    return str(getattr(s, "value", s))
 
 
 def stop(job_id: str, *, address: str) -> bool:

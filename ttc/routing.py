@@ -21,7 +21,11 @@ import hashlib
 import itertools
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
+
+
+class NoReplica(Exception):
+    """Waiting for a replica is pointless: none is alive and none is coming."""
 
 
 @dataclass(eq=False)
@@ -57,15 +61,21 @@ class Router:
     async def add(self, handle: Any, **meta: Any) -> Replica:
         replica = Replica(next(self._ids), handle, meta=dict(meta))
         self.replicas.append(replica)
-        await self._notify()
+        await self.notify()
         return replica
+
+    def drop(self, replica: Replica) -> bool:
+        """Take a replica out of rotation at once (no waiter is woken); False if it was out already."""
+        if not replica.alive:
+            return False
+        replica.alive = False
+        self.replicas = [r for r in self.replicas if r is not replica]
+        return True
 
     async def mark_dead(self, replica: Replica) -> None:
         """Take a replica out of rotation; its keys are re-routed on their next request."""
-        if replica.alive:
-            replica.alive = False
-            self.replicas = [r for r in self.replicas if r is not replica]
-            await self._notify()
+        if self.drop(replica):
+            await self.notify()
 
     def alive(self) -> list[Replica]:
         return [r for r in self.replicas if r.alive]
@@ -99,18 +109,25 @@ class Router:
         while len(self._affinity) > self._remembered:
             self._affinity.popitem(last=False)
 
-    async def acquire(self, key: str | None, weight: int = 1, timeout: float | None = None) -> Replica:
+    async def acquire(self, key: str | None, weight: int = 1, timeout: float | None = None,
+                      give_up: Callable[[], str | None] | None = None, poll_s: float = 1.0) -> Replica:
         """Wait for a replica with room, count the request against it, and return it.
 
-        Raises asyncio.TimeoutError when none frees up (or none comes alive) in `timeout` seconds.
+        Raises asyncio.TimeoutError when none frees up (or none comes alive) in `timeout` seconds,
+        and NoReplica when `give_up()` (asked while waiting, at least every `poll_s`) says why
+        waiting longer is pointless.
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         async with self._changed:
             while (replica := self.pick(key, weight)) is None:
+                if give_up is not None and (why := give_up()):
+                    raise NoReplica(why)
                 left = None if deadline is None else deadline - loop.time()
                 if left is not None and left <= 0:
                     raise asyncio.TimeoutError(f"no replica had room for {weight} request(s) in {timeout} s")
+                if give_up is not None:
+                    left = poll_s if left is None else min(left, poll_s)
                 try:
                     await asyncio.wait_for(self._changed.wait(), left)
                 except asyncio.TimeoutError:
@@ -121,8 +138,9 @@ class Router:
 
     async def release(self, replica: Replica, weight: int = 1) -> None:
         replica.in_flight = max(0, replica.in_flight - weight)
-        await self._notify()
+        await self.notify()
 
-    async def _notify(self) -> None:
+    async def notify(self) -> None:
+        """Wake the waiters so they look again (room freed, a replica added, a start given up)."""
         async with self._changed:
             self._changed.notify_all()

@@ -67,6 +67,9 @@ class FakeGeneratorConfig(StrictModel):
     exit_token: str | None = Field(
         None, description="With exit_on_call: a file path; only the process that creates it exits, so exactly "
                           "one replica of a pool dies.")
+    fail_start_token: str | None = Field(
+        None, description="A file path: the one process that creates it fails in start(), so exactly one "
+                          "replica of a pool fails to come up (for start-failure tests).")
 
 
 class FakeGenerator(Generator):
@@ -86,7 +89,12 @@ class FakeGenerator(Generator):
         fake = cls(answer_script(config.answers), seed=config.seed, latency_s=config.latency_s,
                    fail_on_call=config.fail_on_call)
         fake.exit_on_call, fake.exit_token = config.exit_on_call, config.exit_token
+        fake.fail_start_token = config.fail_start_token
         return fake
+
+    def start(self) -> None:
+        if self.fail_start_token is not None and _claim(self.fail_start_token):
+            raise BackendError("fake backend failed to start (fail_start_token)", retryable=False)
 
     def __init__(self, script: TextScript | None = None, *, seed: int = 0, num_parameters: int | None = 1_000_000,
                  latency_s: float = 0.0, fail_on_call: int | None = None, dies: bool = False):
@@ -99,6 +107,7 @@ class FakeGenerator(Generator):
         self.calls: list[list[GenerationRequest]] = []
         self.exit_on_call: int | None = None  # see FakeGeneratorConfig.exit_on_call
         self.exit_token: str | None = None
+        self.fail_start_token: str | None = None  # see FakeGeneratorConfig.fail_start_token
         self._asked: dict[str, int] = {}
         self._seen_prompts: list[list[str]] = []
 

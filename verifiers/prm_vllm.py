@@ -113,6 +113,7 @@ class VLLMPRMScorer(Scorer):
         self._tag_id: int | None = None
         self._tag_text = ""
         self._engine = None
+        self.dead = False  # its engine died: a replica pool replaces this scorer, in-process runs stop
         self._start_lock: asyncio.Lock | None = None
         self._ids = itertools.count()
 
@@ -234,6 +235,8 @@ class VLLMPRMScorer(Scorer):
 
     # ---- Scorer interface -----------------------------------------------------------------------
     async def score(self, problem: Problem, trajectories: Sequence[Trajectory]) -> ScoreResult:
+        if self.dead:
+            raise VerifierError("the PRM's vLLM engine died earlier; restart the engine")
         inputs: list[tuple[int, list[int]]] = []  # (trajectory index, token ids)
         for i, t in enumerate(trajectories):
             if not t.steps:
@@ -274,6 +277,7 @@ class VLLMPRMScorer(Scorer):
             async for out in self._engine.encode({"prompt_token_ids": ids}, params, request_id=f"prm-{next(self._ids)}"):
                 final = out
         except EngineDeadError as exc:
+            self.dead = True
             raise VerifierError(f"the PRM's vLLM engine died: {exc}") from exc
         except (ValueError, VLLMClientError) as exc:
             raise VerifierError(f"vLLM rejected the PRM request: {exc}") from exc

@@ -12,8 +12,12 @@ pool can tell, without depending on how Ray wraps exceptions, a bad request
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Sequence
+
+#: Affinity keys a replica remembers for `stats()`.
+KEPT_AFFINITY_KEYS = 10_000
 
 
 @dataclass
@@ -32,7 +36,7 @@ class WorkerHost:
         self.in_flight = 0
         self.peak_in_flight = 0
         self.calls = 0
-        self.affinity_keys: set[str] = set()
+        self.affinity_keys: OrderedDict[str, None] = OrderedDict()
 
     async def ready(self) -> int:
         """Build and start the worker (loading its model); returns this process's pid."""
@@ -58,14 +62,20 @@ class WorkerHost:
 
         await self.ready()
         self.calls += 1
-        self.affinity_keys.update(k for k in keys if k is not None)
+        for k in keys:  # the most recent keys only: enough to check routing, bounded on long runs
+            if k is not None:
+                self.affinity_keys[k] = None
+                self.affinity_keys.move_to_end(k)
+        while len(self.affinity_keys) > KEPT_AFFINITY_KEYS:
+            self.affinity_keys.popitem(last=False)
         self.in_flight += weight
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             return await call()
-        except (BackendError, VerifierError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every error crosses back as a value the pool understands
             dead = bool(getattr(self.worker, "dead", False))
-            return Failure(f"{type(exc).__name__}: {exc}", bool(getattr(exc, "retryable", False)), dead)
+            retryable = isinstance(exc, (BackendError, VerifierError)) and bool(getattr(exc, "retryable", False))
+            return Failure(f"{type(exc).__name__}: {exc}", retryable, dead)
         finally:
             self.in_flight -= weight
 

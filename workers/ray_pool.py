@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from ttc.cluster import ClusterConfig, PoolConfig, connect
 from ttc.errors import BackendError, VerifierError
 from ttc.interfaces import Generator, Scorer, ScoreResult
-from ttc.routing import Replica, Router, affinity_key
+from ttc.routing import NoReplica, Replica, Router, affinity_key
 from ttc.types import GenerationRequest, GenerationResult, Problem, Trajectory
 from workers.ray_host import Failure, WorkerHost
 
@@ -43,10 +43,11 @@ class ReplicaPool:
         self.pool, self.cluster = pool, cluster
         self.router = Router(pool.max_in_flight)
         self.description: dict[str, Any] = {}
-        self.counters = defaultdict(int)  # retries, replaced, failures
+        self.counters = defaultdict(int)  # retries, replaced, failures, failed_replacements
         self._actor_cls = None
         self._replacing: set[asyncio.Task] = set()
         self._start: asyncio.Future | None = None
+        self._none_alive_since: float | None = None
         self._closed = False
 
     # ---- replicas -----------------------------------------------------------------------------
@@ -66,17 +67,19 @@ class ReplicaPool:
         actor = self._new_actor()
         try:
             pid = await asyncio.wait_for(actor.ready.remote(), self.cluster.replica_start_timeout_s)
-        except BaseException as exc:
+            if not self.description:
+                self.description = await actor.describe.remote()
+            if self._closed:
+                raise BackendError(f"the {self.kind} pool was closed while a replica started", retryable=False)
+        except BaseException as exc:  # cancelled too: an actor nobody routes to must not live on
             self._kill(actor)
             if isinstance(exc, asyncio.TimeoutError):
                 raise BackendError(f"a {self.kind} replica ({self.name}) did not start in "
                                    f"{self.cluster.replica_start_timeout_s} s", retryable=False) from None
             if isinstance(exc, replica_failures()) or hasattr(exc, "cause"):
-                raise BackendError(f"a {self.kind} replica ({self.name}) failed to start: {exc}",
+                raise BackendError(f"a {self.kind} replica ({self.name}) failed to start: {_first_line(exc)}",
                                    retryable=False) from None
             raise
-        if not self.description:
-            self.description = await actor.describe.remote()
         return await self.router.add(actor, pid=pid)
 
     def start(self) -> None:
@@ -84,16 +87,24 @@ class ReplicaPool:
         connect(self.cluster)
 
     async def astart(self) -> None:
-        """Start the replicas once; concurrent first callers wait for the same start."""
+        """Start the missing replicas once; concurrent first callers wait for the same start."""
         if self._start is None:
-            self._start = asyncio.ensure_future(
-                asyncio.gather(*(self._start_replica() for _ in range(self.pool.replicas))))
+            self._start = asyncio.ensure_future(self._start_missing())
         try:
             await asyncio.shield(self._start)
         except BaseException:
             if self._start.done():  # a failed start may be tried again by the next call
                 self._start = None
             raise
+
+    async def _start_missing(self) -> None:
+        # After a partial failure the replicas that did start stay: the next try adds only the rest.
+        missing = self.pool.replicas - len(self.router.alive()) - len(self._replacing)
+        results = await asyncio.gather(*(self._start_replica() for _ in range(max(0, missing))),
+                                       return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
 
     def _kill(self, actor) -> None:
         import ray
@@ -103,49 +114,91 @@ class ReplicaPool:
         except Exception:  # already gone
             pass
 
-    async def _replace(self, replica: Replica) -> None:
-        """Take a dead replica out and start a fresh one in its place, in the background."""
-        if not replica.alive:
-            return
-        await self.router.mark_dead(replica)
+    def _replace(self, replica: Replica) -> None:
+        """Take a dead replica out at once and start a fresh one in its place, in the background."""
+        if not self.router.drop(replica):
+            return  # another request saw it die first
         self._kill(replica.handle)
         self.counters["replaced"] += 1
         log.warning("%s replica %s (pid %s) died; starting a replacement", self.kind, replica.id,
                     replica.meta.get("pid"))
-
-        async def replace():
-            try:
-                await self._start_replica()
-            except Exception as exc:  # noqa: BLE001 - logged; callers time out waiting for a replica
-                self.counters["failed_replacements"] += 1
-                log.error("replacement %s replica failed to start: %s", self.kind, exc)
-
         if not self._closed:
-            task = asyncio.get_running_loop().create_task(replace())
+            task = asyncio.get_running_loop().create_task(self._replacement())
             self._replacing.add(task)
             task.add_done_callback(self._replacing.discard)
+
+    async def _replacement(self) -> None:
+        """Start one replica, trying again with backoff; waiting callers are told when it gives up."""
+        try:
+            for attempt in range(1, self.cluster.max_attempts + 1):
+                try:
+                    await self._start_replica()
+                    return
+                except BackendError as exc:
+                    log.error("replacement %s replica, try %d of %d, failed: %s", self.kind, attempt,
+                              self.cluster.max_attempts, exc)
+                    if attempt < self.cluster.max_attempts:
+                        await asyncio.sleep(min(2.0 ** attempt, 30.0))
+            self.counters["failed_replacements"] += 1
+        finally:
+            self._replacing.discard(asyncio.current_task())
+            await self.router.notify()
+
+    def _why_stop_waiting(self) -> str | None:
+        """Asked while a request waits for room: a reason to fail now, or None to keep waiting.
+
+        While replicas are alive a request waits as long as it takes (backpressure); with none
+        alive it waits for a replacement, up to `replica_start_timeout_s`, and not at all when
+        none is being started.
+        """
+        if self.router.alive():
+            self._none_alive_since = None
+            return None
+        now = time.monotonic()
+        if self._none_alive_since is None:
+            self._none_alive_since = now
+        starting = bool(self._replacing) or (self._start is not None and not self._start.done())
+        if not starting:
+            return (f"every {self.kind} replica is dead and none is starting ({self.counters['replaced']} "
+                    f"replaced, {self.counters['failed_replacements']} replacements failed to start)")
+        if now - self._none_alive_since > self.cluster.replica_start_timeout_s:
+            return f"no live {self.kind} replica for {self.cluster.replica_start_timeout_s} s"
+        return None
 
     # ---- calls --------------------------------------------------------------------------------
     async def call(self, method: str, args: tuple, *, key: str | None, weight: int, keys: Sequence = ()) -> Any:
         """One batch on one replica, retried on another when its replica dies."""
+        import ray
+        from ray.exceptions import RayTaskError
+
         await self.astart()
         failures = replica_failures()
         last = ""
         for attempt in range(1, self.cluster.max_attempts + 1):
             try:
-                replica = await self.router.acquire(key, weight, timeout=self.cluster.replica_start_timeout_s)
-            except asyncio.TimeoutError:
-                raise BackendError(f"no live {self.kind} replica within {self.cluster.replica_start_timeout_s} s "
-                                   f"({self.counters['replaced']} replaced so far; last error: {last})",
+                replica = await self.router.acquire(key, weight, give_up=self._why_stop_waiting)
+            except NoReplica as exc:
+                raise BackendError(f"{self.kind} request not sent: {exc}; last error: {last or 'none'}",
                                    retryable=False) from None
+            ref = None
             try:
                 ref = getattr(replica.handle, method).remote(*args, *((keys,) if keys else ()))
                 timeout = self.cluster.request_timeout_s
                 result = await (asyncio.wait_for(ref, timeout) if timeout else ref)
+            except asyncio.CancelledError:
+                if ref is not None:  # the caller gave up (a time budget, a failed sibling): stop the work too
+                    _cancel(ray, ref)
+                raise
             except (asyncio.TimeoutError, *failures) as exc:
-                last = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                if isinstance(exc, asyncio.TimeoutError):
+                    _cancel(ray, ref)
+                    exc = f"no answer in cluster.request_timeout_s={self.cluster.request_timeout_s} s"
+                last = _first_line(exc)
                 self.counters["failures"] += 1
-                await self._replace(replica)
+                self._replace(replica)  # dead, or hung past the request timeout
+            except RayTaskError as exc:  # the worker's own code raised: a bad request, not a dead replica
+                raise (BackendError if self.kind == "generator" else VerifierError)(
+                    f"{self.kind} replica: {method} failed: {_first_line(exc.cause or exc)}") from None
             else:
                 if not isinstance(result, Failure):
                     return result
@@ -154,7 +207,7 @@ class ReplicaPool:
                 last = result.message
                 self.counters["failures"] += 1
                 if result.dead:
-                    await self._replace(replica)
+                    self._replace(replica)
             finally:
                 await self.router.release(replica, weight)
             if attempt < self.cluster.max_attempts:
@@ -163,13 +216,23 @@ class ReplicaPool:
                            f"(cluster.max_attempts); last error: {last}", retryable=False)
 
     def call_sync(self, method: str, *args: Any) -> Any:
-        """A quick synchronous call (prompt rendering, token counts) on any live replica."""
+        """A quick blocking call (prompt rendering, token counts) for callers outside the engine's
+        async path; tries each live replica in turn, replacing the ones that are gone."""
         import ray
+        from ray.exceptions import GetTimeoutError, RayTaskError
 
-        live = self.router.alive()
-        if not live:
-            raise BackendError(f"no live {self.kind} replica to ask for {method}", retryable=True)
-        return ray.get(getattr(live[0].handle, method).remote(*args), timeout=60)
+        last = "none was alive"
+        for replica in sorted(self.router.alive(), key=lambda r: r.in_flight):
+            try:
+                return ray.get(getattr(replica.handle, method).remote(*args), timeout=60)
+            except (GetTimeoutError, *replica_failures()) as exc:
+                last = _first_line(exc)
+                self.counters["failures"] += 1
+                self._replace(replica)
+            except RayTaskError as exc:
+                raise BackendError(f"{self.kind} replica: {method} failed: {_first_line(exc.cause or exc)}",
+                                   retryable=False) from None
+        raise BackendError(f"no live {self.kind} replica answered {method} ({last})", retryable=True)
 
     def stats(self) -> dict[str, Any]:
         import ray
@@ -179,14 +242,16 @@ class ReplicaPool:
             try:
                 s = ray.get(r.handle.stats.remote(), timeout=30)
             except Exception as exc:  # noqa: BLE001 - a replica dying while asked
-                s = {"error": str(exc).splitlines()[0]}
+                s = {"error": _first_line(exc)}
             replicas.append({"id": r.id, "served": r.served, "affinity_hits": r.affinity_hits, **s})
         return {"replicas": replicas, **self.counters}
 
     async def aclose(self) -> None:
         self._closed = True
-        for t in list(self._replacing):
+        pending = [t for t in [self._start, *self._replacing] if t is not None and not t.done()]
+        for t in pending:
             t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)  # their half-started actors are killed
         for r in list(self.router.replicas):
             try:
                 await asyncio.wait_for(r.handle.aclose.remote(), 30)
@@ -194,6 +259,18 @@ class ReplicaPool:
                 pass
             self._kill(r.handle)
             await self.router.mark_dead(r)
+
+
+def _cancel(ray, ref) -> None:
+    try:
+        ray.cancel(ref)
+    except Exception:  # noqa: BLE001 - already finished, or its replica is gone
+        pass
+
+
+def _first_line(exc: BaseException | str) -> str:
+    text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+    return (text.strip().splitlines() or [""])[0]
 
 
 class RayGeneratorPool(Generator):
@@ -224,7 +301,14 @@ class RayGeneratorPool(Generator):
             for i, res in zip(idx, results):
                 out[i] = res
 
-        await asyncio.gather(*(send(k, idx) for k, idx in groups.items()))
+        sends = [asyncio.ensure_future(send(k, idx)) for k, idx in groups.items()]
+        try:
+            await asyncio.gather(*sends)
+        except BaseException:
+            for t in sends:  # one group failed (or the caller gave up): the others' work is wasted
+                t.cancel()
+            await asyncio.gather(*sends, return_exceptions=True)
+            raise
         return out  # type: ignore[return-value]
 
     def render_prompt(self, problem: Problem) -> str:
@@ -236,8 +320,20 @@ class RayGeneratorPool(Generator):
             self._rendered[key] = self.replicas.call_sync("render_prompt", problem)
         return self._rendered[key]
 
+    async def arender_prompt(self, problem: Problem) -> str:
+        key = (problem.system, problem.prompt)
+        if key not in self._rendered:
+            rendered = await self.replicas.call("render_prompt", (problem,), key=None, weight=0)
+            if len(self._rendered) > 10_000:
+                self._rendered.clear()
+            self._rendered[key] = rendered
+        return self._rendered[key]
+
     def count_tokens(self, text: str) -> int:
         return self.replicas.call_sync("count_tokens", text)
+
+    async def acount_tokens(self, text: str) -> int:
+        return await self.replicas.call("count_tokens", (text,), key=None, weight=0)
 
     def stats(self) -> dict[str, Any]:
         return self.replicas.stats()
@@ -267,6 +363,9 @@ class RayScorerPool(Scorer):
 
     def estimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
         return self.replicas.call_sync("estimate_tokens", problem, list(trajectories))
+
+    async def aestimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
+        return await self.replicas.call("estimate_tokens", (problem, list(trajectories)), key=None, weight=0)
 
     def stats(self) -> dict[str, Any]:
         return self.replicas.stats()

@@ -81,3 +81,42 @@ def test_a_retryable_backend_error_is_retried_on_a_replica(local_ray):
         sol = e.solve("q", 256, "best_of_n", max_tokens=64, n=2)
         assert sol.answer is not None and charged_once([sol])
         assert e._generator.stats()["retries"] == 1 and e._generator.stats().get("replaced", 0) == 0
+
+
+def test_a_failed_start_keeps_the_replicas_that_started_and_adds_only_the_missing_one(local_ray, tmp_path):
+    from ttc.config import ClusterConfig, PoolConfig
+    from workers.ray_pool import ReplicaPool
+
+    options = {"fail_start_token": str(tmp_path / "one-bad-start")}
+    pool = ReplicaPool("generator", "fake", options, PoolConfig(replicas=3, num_cpus=0.25),
+                       ClusterConfig(address="local"))
+
+    async def go():
+        with pytest.raises(BackendError, match="failed to start"):
+            await pool.astart()
+        assert len(pool.router.alive()) == 2  # the two good starts stay, the bad actor is gone
+        await pool.astart()
+        assert len(pool.router.alive()) == 3  # not 2 + 3
+        await pool.aclose()
+        assert pool.router.alive() == []
+    asyncio.run(go())
+
+
+def test_a_request_fails_fast_when_every_replica_is_dead_and_none_can_start(local_ray):
+    from ttc.config import ClusterConfig, PoolConfig
+    from workers.ray_pool import ReplicaPool
+
+    pool = ReplicaPool("generator", "fake", {"exit_on_call": 1}, PoolConfig(replicas=1, num_cpus=0.25),
+                       ClusterConfig(address="local", max_attempts=2))
+
+    async def no_more_replicas():
+        raise BackendError("no capacity left for a replacement", retryable=False)
+
+    async def go():
+        await pool.astart()
+        pool._start_replica = no_more_replicas  # from now on every replacement fails to start
+        with pytest.raises(BackendError, match="every generator replica is dead and none is starting"):
+            await pool.call("generate", ([],), key=None, weight=1)
+        assert pool.counters["failed_replacements"] == 1
+        await pool.aclose()
+    asyncio.run(go())

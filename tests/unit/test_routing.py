@@ -3,7 +3,7 @@ import asyncio
 
 import pytest
 
-from ttc.routing import Router, affinity_key
+from ttc.routing import NoReplica, Router, affinity_key
 
 
 def run(coro):
@@ -121,3 +121,34 @@ def test_affinity_keys_are_short_and_stable():
 def test_max_in_flight_must_be_positive():
     with pytest.raises(ValueError, match="max_in_flight must be at least 1, got 0"):
         Router(0)
+
+
+def test_a_waiter_gives_up_when_told_waiting_is_pointless():
+    async def go():
+        router = Router(max_in_flight=1)
+        reasons = iter([None, None, "none is coming"])
+        with pytest.raises(NoReplica, match="none is coming"):
+            await router.acquire("k", give_up=lambda: next(reasons), poll_s=0.01)
+    run(go())
+
+
+def test_a_full_replica_keeps_its_waiters_until_room_frees_up():
+    async def go():
+        router = Router(max_in_flight=1)
+        r = await router.add("a")
+        await router.acquire(None)
+        waiter = asyncio.ensure_future(router.acquire(None, give_up=lambda: None, poll_s=0.01))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()  # backpressure: it waits, polling give_up, and does not fail
+        await router.release(r)
+        assert await asyncio.wait_for(waiter, 1) is r
+    run(go())
+
+
+def test_drop_takes_a_replica_out_at_once_and_only_once():
+    async def go():
+        router = Router(max_in_flight=4)
+        a, b = await router.add("a"), await router.add("b")
+        assert router.drop(a) and not router.drop(a)
+        assert router.alive() == [b] and (await router.acquire("k")) is b
+    run(go())
