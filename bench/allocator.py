@@ -1,17 +1,17 @@
 """Compute-optimal allocation on the embedded model: calibrate on one part of the arithmetic set,
 evaluate `auto` on another.
 
-Calibration set: arithmetic levels add1, add2, mul1, mul2, seed 0. Held-out set:
+Calibration set: arithmetic levels add1, add2, mul1, mul2 (50 each by default), seed 0. Held-out set:
 the same levels, seed 1 (other problems). The grid is best-of-N majority and
-confidence-weighted best-of-N (mean_logprob) at 128, 512 and 2048 tokens per problem
-(max_tokens 128, so 1, 4 and 16 samples), plus the 4-sample probe. The allocator is
+confidence-weighted best-of-N (mean_logprob) at 128, 512, 1024 and 2048 tokens per problem
+(max_tokens 128, so 1, 4, 8 and 16 samples), plus the 4-sample probe. The allocator is
 fitted on the calibration set only; `auto` is judged on the held-out set from that
 set's recorded outcomes (probe cost included). Prints accuracy versus tokens for auto,
 the best fixed configuration and best-of-N majority, writes a plot, and, as its last
 line, one JSON object whose `compute_ratio` is the tokens auto needs over the tokens
 best-of-N majority needs to reach best-of-N majority's top accuracy.
 
-    python -m bench.allocator [--per-level 25] [--out bench/out/allocator]
+    python -m bench.allocator [--per-level 50] [--out bench/out/allocator]
 """
 from __future__ import annotations
 
@@ -32,13 +32,13 @@ def recipe_data(seed: int, per_level: int, out: Path) -> dict:
         "sampling": {"max_tokens": 128, "temperature": 0.8},
         "strategy": [{"name": "best_of_n", "selection": "majority", "label": "majority"},
                      {"name": "best_of_n", "selection": "weighted", "label": "weighted"}],
-        "budget": [128, 512, 2048], "output": str(out / f"seed{seed}"),
+        "budget": [128, 512, 1024, 2048], "output": str(out / f"seed{seed}"),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-level", type=int, default=25)
+    parser.add_argument("--per-level", type=int, default=50)
     parser.add_argument("--out", default="bench/out/allocator")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
@@ -87,7 +87,8 @@ def main() -> None:
     decisions = defaultdict(int)
     for pid in ids:
         probe_tokens = float(probes[pid]["usage"]["generated_tokens"])
-        d = model.decide(feats[pid], 2048, probe_tokens=probe_tokens)
+        d = model.decide(feats[pid], 2048, probe_tokens=probe_tokens,
+                         probe_budget=probes[pid]["budget"]["generated_tokens"])
         decisions["stop_after_probe" if feats[pid].agreement >= 1.0 else f"{d.label}@{d.budget}"] += 1
     plot(rows, out / "allocator.png")
     summary = {

@@ -146,7 +146,8 @@ class Auto(Strategy):
             if self._has_scorer or not needs:
                 allowed.append(cfg.label)
         return self._model.decide(features, budget if budget is not None else max(self._model.budgets),
-                                  probe_tokens=spent, allowed=allowed,
+                                  probe_tokens=spent, probe_budget=self.config.probe_samples * self.config.max_tokens,
+                                  allowed=allowed,
                                   min_gain_per_doubling=self.config.min_gain_per_doubling)
 
     def build(self, choice: ConfigChoice, left: int | None) -> Strategy:

@@ -81,7 +81,8 @@ class AllocatorModel(StrictModel):
         return _interpolate(self.bins[bin_index].tokens.get(label, {}), budget, log=False)
 
     def decide(self, features: ProbeFeatures, budget: float, *, probe_tokens: float = 0.0,
-               allowed: Sequence[str] | None = None, min_gain_per_doubling: float | None = None) -> "Decision":
+               probe_budget: float = 0.0, allowed: Sequence[str] | None = None,
+               min_gain_per_doubling: float | None = None) -> "Decision":
         """The configuration and budget with the best accuracy-for-compute for this prompt's bin.
 
         `budget` is the prompt's whole budget and `probe_tokens` what the probe already spent.
@@ -92,6 +93,8 @@ class AllocatorModel(StrictModel):
         accurate choice; above 0, more compute is bought only where calibration showed it gains
         at least that much accuracy per doubling of tokens, so easy and hopeless prompts stop
         early and the budget goes where it pays. None means the file's calibrated value.
+        `probe_budget` is what the probe was allowed (samples x max_tokens): a probe-reusing
+        configuration at a smaller budget would have fewer samples than the probe already has.
         """
         if min_gain_per_doubling is None:
             min_gain_per_doubling = self.min_gain_per_doubling
@@ -105,8 +108,8 @@ class AllocatorModel(StrictModel):
             room = budget if reuses_probe else budget - probe_tokens
             for bud in sorted({float(x) for x in self.budgets if x <= room} | {float(room)}):
                 accuracy = self.accuracy_at(b, label, bud)
-                if accuracy == -math.inf or (reuses_probe and bud < probe_tokens):
-                    continue  # unaffordable, or smaller than the probe already spent (which cannot be undone)
+                if accuracy == -math.inf or (reuses_probe and bud < max(probe_tokens, probe_budget)):
+                    continue  # unaffordable, or smaller than the probe already run (which cannot be undone)
                 tokens = self.tokens_at(b, label, bud)
                 tokens = max(tokens, probe_tokens) if reuses_probe else tokens + probe_tokens
                 value = accuracy - min_gain_per_doubling * math.log2(max(tokens, 1.0))

@@ -106,7 +106,9 @@ def auto_points(model: A.AllocatorModel, ids: Sequence[str], feats: dict[str, A.
             if feats[pid].agreement >= confident_agreement:
                 points[b].append((bool(probe["correct"]), probe_tokens))
                 continue
-            d = model.decide(feats[pid], b, probe_tokens=probe_tokens, min_gain_per_doubling=min_gain_per_doubling)
+            d = model.decide(feats[pid], b, probe_tokens=probe_tokens,
+                             probe_budget=probe["budget"]["generated_tokens"],
+                             min_gain_per_doubling=min_gain_per_doubling)
             o = table.get((pid, d.label, d.budget))
             if o is None:
                 continue
@@ -171,12 +173,21 @@ def evaluate(feats: dict[str, A.ProbeFeatures], probe_results: dict[str, dict], 
 
 
 #: The prices of compute `ttc calibrate` tries (accuracy a doubling of tokens must buy).
-MIN_GAIN_GRID = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08)
+MIN_GAIN_GRID = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.16)
+
+
+#: How much worse (relatively) than the best cross-fitted ratio a smaller price may be and still be
+#: chosen. The best price sits next to the prices that lose accuracy, so on new prompts it often
+#: falls short of best-of-N's top; like the one-standard-error rule, take the gentlest price that is
+#: nearly as good.
+RATIO_TOLERANCE = 0.10
 
 
 def choose_min_gain(feats, probe_results, outcomes, configs, *, majority_label: str | None,
-                    grid: Sequence[float] = MIN_GAIN_GRID, **kw) -> tuple[float, list[dict[str, Any]]]:
-    """The price of compute with the smallest cross-fitted compute ratio (ties: the smaller price).
+                    grid: Sequence[float] = MIN_GAIN_GRID, tolerance: float = RATIO_TOLERANCE,
+                    **kw) -> tuple[float, list[dict[str, Any]]]:
+    """The smallest price of compute whose cross-fitted compute ratio is within `tolerance`
+    (relative) of the smallest ratio any price in `grid` reached.
 
     Never reaching best-of-N's top accuracy counts as an infinite ratio, so a price that
     saves tokens by losing accuracy is not chosen. Without best-of-N majority in the grid
@@ -189,9 +200,12 @@ def choose_min_gain(feats, probe_results, outcomes, configs, *, majority_label: 
         ev = evaluate(feats, probe_results, outcomes, configs, majority_label=majority_label,
                       min_gain_per_doubling=g, **kw)
         tried.append({"min_gain_per_doubling": g, "compute_ratio": ev.get("compute_ratio")})
-    best = min(tried, key=lambda t: (math.inf if t["compute_ratio"] is None else t["compute_ratio"],
-                                     t["min_gain_per_doubling"]))
-    return best["min_gain_per_doubling"], tried
+    ratios = [math.inf if t["compute_ratio"] is None else t["compute_ratio"] for t in tried]
+    best = min(ratios)
+    if best == math.inf:
+        return min(grid), tried
+    chosen = min(t["min_gain_per_doubling"] for t, r in zip(tried, ratios) if r <= best * (1 + tolerance))
+    return chosen, tried
 
 
 def tokens_to_reach(curve: Sequence[dict[str, float]], target: float) -> float | None:

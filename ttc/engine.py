@@ -285,6 +285,22 @@ class Engine:
                    seed: int | None = None, **options: Any) -> list[Solution | TTCError]:
         return asyncio.run(self.asolve_many(problems, budget, strategy, seed=seed, **options))
 
+    def cluster_stats(self) -> dict[str, Any] | None:
+        """What the replica pools did (per replica: requests served, affinity hits, peak in flight;
+        per pool: failures, retries, replaced replicas); None without a `cluster:` section."""
+        if self.config.cluster is None:
+            return None
+        from workers.ray_pool import ReplicaPool
+
+        out: dict[str, Any] = {}
+        for kind, component in (("generator", self._generator), ("scorer", self._scorer)):
+            if isinstance(getattr(component, "replicas", None), ReplicaPool):
+                stats = component.stats()
+                for r in stats["replicas"]:  # the keys themselves are for tests; a count is enough here
+                    r["affinity_keys"] = len(r.get("affinity_keys", ()))
+                out[kind] = stats
+        return out
+
     # ---- shutdown -----------------------------------------------------------------------------
     async def _aclose(self) -> None:
         if self._owns_generator and self._generator is not None:

@@ -142,9 +142,21 @@ async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, prog
             await asyncio.gather(*(one(c, p) for c, p in todo))
     finally:
         bar.close()
+        if recipe.cluster is not None:
+            await asyncio.to_thread(write_cluster_stats, engine, out / "cluster.json")
         if own_engine:
             await asyncio.to_thread(engine.close)
     return write_report(out, configs, log.load(), make_plots=make_plots)
+
+
+def write_cluster_stats(engine: Engine, path: Path) -> None:
+    """The pools' counters of this run (retries, replaced replicas, routing), beside its results."""
+    try:
+        stats = engine.cluster_stats()
+    except Exception as exc:  # noqa: BLE001 - a report of the pools must not hide the run's own outcome
+        stats = {"error": f"{type(exc).__name__}: {exc}"}
+    if stats:
+        path.write_text(json.dumps(stats, indent=2, default=str))
 
 
 def run_recipe(recipe: Recipe, **kwargs) -> dict[str, Any]:

@@ -21,9 +21,10 @@ def ttc(*args, timeout=600):
 
 def test_submit_the_quickstart_and_read_its_results(ray_head, tmp_path):
     out = tmp_path / "quickstart"
-    # The quickstart recipe, shrunk to 4 problems at one budget so the job takes seconds, not minutes.
+    # The quickstart recipe, shrunk to 4 problems at one budget so the job takes seconds, not minutes,
+    # with its generator on a replica pool: `local` must become the job's own cluster, not a new one.
     done = ttc("submit", "recipes/quickstart.yaml", "dataset.per_level=1", "budget=[256]", f"output={out}",
-               "--address", ray_head, "--wait")
+               "cluster.address=local", "--address", ray_head, "--wait")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     job_id = re.search(r"^job: (\S+)$", done.stdout, re.M).group(1)
     assert "SUCCEEDED" in done.stdout
@@ -31,6 +32,10 @@ def test_submit_the_quickstart_and_read_its_results(ray_head, tmp_path):
     assert len(records) == 4 * 2  # 4 problems x 2 strategies, each once
     assert len({(r["config"], r["id"]) for r in records}) == 8
     assert all(r["usage"]["generated_tokens"] <= 256 for r in records)
+    assert json.loads((out / "recipe.json").read_text())["cluster"]["address"] == "auto"
+    pools = json.loads((out / "cluster.json").read_text())
+    assert [r["calls"] > 0 for r in pools["generator"]["replicas"]] == [True]
+    assert pools["generator"].get("retries", 0) == 0
 
     status = ttc("jobs", "status", job_id, "--address", ray_head)
     assert status.returncode == 0 and f"{job_id}: SUCCEEDED" in status.stdout

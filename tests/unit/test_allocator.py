@@ -273,6 +273,21 @@ def test_a_price_of_compute_stops_hopeless_prompts_and_spends_on_the_rest():
     assert d.expected_tokens >= 500
 
 
+def test_a_probe_reusing_choice_never_has_fewer_samples_than_the_probe_already_drew():
+    # Calibration (by chance) rates 1 sample at 128 tokens above the 4-sample probe; after that
+    # probe, "1 sample" would really be the probe plus one, so it is not on offer.
+    feats, outcomes = {}, []
+    for i in range(20):
+        pid = f"p{i}"
+        feats[pid] = A.ProbeFeatures(0.5, 1.0, None, 80.0)
+        outcomes += [A.Outcome(pid, "cheap", 128, i < 12, 30.0), A.Outcome(pid, "cheap", 512, i < 10, 120.0),
+                     A.Outcome(pid, A.PROBE_ONLY.label, 512, i < 10, 110.0)]
+    model = A.fit(feats, outcomes, [CONFIGS[0], A.PROBE_ONLY], n_bins=1, probe_samples=4, shrinkage=0)
+    assert model.decide(feats["p0"], 512, probe_tokens=100).budget == 128  # the floor is what was spent...
+    d = model.decide(feats["p0"], 512, probe_tokens=100, probe_budget=512)  # ...unless the probe's budget is known
+    assert d.budget == 512 and d.expected_accuracy == pytest.approx(0.5)
+
+
 def test_calibration_picks_the_price_with_the_smallest_cross_fitted_ratio():
     from ttc.calibrate import choose_min_gain
 
@@ -313,3 +328,16 @@ def test_auto_stops_where_its_allocator_says_compute_does_not_pay(tmp_path, monk
         # A price far above what more tokens buy here stops the same prompt.
         sol = e.solve("q", 2048, "auto", max_tokens=128, allocator="priced", min_gain_per_doubling=1.0)
         assert sol.metrics["decision"] == "stop_after_probe" and len(sol.candidates) == 4
+
+
+def test_the_price_chosen_is_the_gentlest_one_nearly_as_good_as_the_best(monkeypatch):
+    from ttc import calibrate
+
+    ratios = {0.0: 0.6, 0.05: 0.5, 0.08: 0.46, 0.12: 0.45, 0.16: None}  # 0.16 never reaches best-of-N
+    monkeypatch.setattr(calibrate, "evaluate", lambda *a, min_gain_per_doubling, **kw:
+                        {"compute_ratio": ratios[min_gain_per_doubling]})
+    args = ({}, {}, [], [])
+    assert calibrate.choose_min_gain(*args, majority_label="m", grid=list(ratios))[0] == 0.08  # within 10% of 0.45
+    assert calibrate.choose_min_gain(*args, majority_label="m", grid=list(ratios), tolerance=0.0)[0] == 0.12
+    ratios.update({g: None for g in ratios})
+    assert calibrate.choose_min_gain(*args, majority_label="m", grid=list(ratios))[0] == 0.0
