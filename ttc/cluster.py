@@ -20,6 +20,7 @@ LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 _started_here = False  # this process started a private cluster (address: local) and stops it on close
+_users = 0  # pools connected and not yet closed: the private cluster stops only when none is left
 
 
 def on_loopback(address: str | None) -> bool:
@@ -48,12 +49,13 @@ def _running_cluster_address() -> str | None:
 
 def connect(cluster: ClusterConfig) -> None:
     """ray.init once per process, on loopback when the cluster is started here."""
-    global _started_here
+    global _started_here, _users
     try:
         import ray
     except ImportError:
         raise ConfigError("cluster: needs Ray; install the `ray` extra (ray[default]==2.60.0)") from None
     if ray.is_initialized():
+        _users += 1
         return
     if on_loopback(cluster.address):
         for k, v in LOOPBACK_ENV.items():
@@ -73,12 +75,20 @@ def connect(cluster: ClusterConfig) -> None:
                            f"`ray start --head --node-ip-address=127.0.0.1` or use address: local",
                            retryable=False) from None
     _started_here = cluster.address == "local"
+    _users += 1
+
+
+def release() -> None:
+    """A pool that connected is closed."""
+    global _users
+    _users = max(0, _users - 1)
 
 
 def disconnect() -> None:
-    """Stop the private cluster this process started (address: local); a shared one is left running."""
+    """Stop the private cluster this process started (address: local) once no pool uses it; a
+    cluster someone else started (or `ray.init` by the caller) is left running."""
     global _started_here
-    if _started_here:
+    if _started_here and _users == 0:
         import ray
 
         ray.shutdown()

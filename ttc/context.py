@@ -66,8 +66,10 @@ class SearchContext:
         tokens); a request that cannot be afforded at all gets None.
         """
         planned: list[tuple[int, GenerationRequest, Reservation]] = []
-        for i, req in enumerate(requests):
-            prompt_tokens = await self.generator.acount_tokens(req.prompt) if self.ledger.needs_prompt_counts else 0
+        # Counted together, before any reservation (a remote tokenizer is a round trip each).
+        counts = (await asyncio.gather(*(self.generator.acount_tokens(r.prompt) for r in requests))
+                  if self.ledger.needs_prompt_counts else [0] * len(requests))
+        for i, (req, prompt_tokens) in enumerate(zip(requests, counts)):
             params = self.ledger.cap(req.params, prompt_tokens)
             if params is None:
                 self.budget_limited = True

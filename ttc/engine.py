@@ -175,13 +175,14 @@ class Engine:
         if self._problem_slots is None:
             self._problem_slots = asyncio.Semaphore(self.config.max_concurrent_problems)
         async with self._problem_slots:
+            generator = self._get_generator()
             try:
-                generator = await self._started(self._get_generator())
+                await self._started(generator)
             except BackendError:
-                if self._owns_generator and self._generator is not None:
-                    failed, self._generator = self._generator, None
+                if self._owns_generator and self._generator is generator:
+                    self._generator = None
                     try:  # a pool may have started some replicas: stop them before the next try
-                        await failed.aclose()
+                        await generator.aclose()
                     except Exception:  # noqa: BLE001 - the start error is the one to report
                         pass
                 raise

@@ -126,7 +126,7 @@ class Router:
                 left = None if deadline is None else deadline - loop.time()
                 if left is not None and left <= 0:
                     raise asyncio.TimeoutError(f"no replica had room for {weight} request(s) in {timeout} s")
-                if give_up is not None:
+                if give_up is not None and not self.alive():  # full replicas wake waiters on release
                     left = poll_s if left is None else min(left, poll_s)
                 try:
                     await asyncio.wait_for(self._changed.wait(), left)

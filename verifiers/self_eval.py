@@ -9,6 +9,7 @@ as verifier tokens, not as generated policy tokens.
 """
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import OrderedDict
 from typing import Sequence
@@ -52,9 +53,15 @@ class SelfEvalScorer(Scorer):
         self.generator = generator
         self.num_parameters = generator.num_parameters
 
+    def _question(self, problem: Problem, prefix: str) -> Problem:
+        return Problem(prompt=f"Problem: {problem.prompt}\n\nSolution so far:\n{prefix.rstrip()}\n\n{self.config.question}")
+
     def _prompt(self, problem: Problem, prefix: str) -> str:
-        text = f"Problem: {problem.prompt}\n\nSolution so far:\n{prefix.rstrip()}\n\n{self.config.question}"
-        return self.generator.render_prompt(Problem(prompt=text))
+        return self.generator.render_prompt(self._question(problem, prefix))
+
+    async def _aprompt(self, problem: Problem, prefix: str) -> str:
+        # Async: with a replica pool as the policy, rendering is a remote call that must not block the loop.
+        return await self.generator.arender_prompt(self._question(problem, prefix))
 
     def _missing(self, problem: Problem, trajectories: Sequence[Trajectory]) -> list[tuple[str, str]]:
         keys, seen = [], set()
@@ -72,6 +79,15 @@ class SelfEvalScorer(Scorer):
         return sum(self.generator.count_tokens(self._prompt(problem, prefix)) + 1
                    for _, prefix in self._missing(problem, trajectories))
 
+    async def aestimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
+        if self.generator is None:
+            return 0
+
+        async def one(prefix: str) -> int:
+            return await self.generator.acount_tokens(await self._aprompt(problem, prefix)) + 1
+
+        return sum(await asyncio.gather(*(one(prefix) for _, prefix in self._missing(problem, trajectories))))
+
     def p_yes(self, top: dict[str, float]) -> float:
         yes = sum(math.exp(lp) for tok, lp in top.items() if tok.strip().lower() in self._yes)
         no = sum(math.exp(lp) for tok, lp in top.items() if tok.strip().lower() in self._no)
@@ -82,8 +98,8 @@ class SelfEvalScorer(Scorer):
             raise VerifierError("self_eval needs the policy generator; use it through an Engine")
         missing = self._missing(problem, trajectories)
         params = SamplingParams(n=1, temperature=0.0, max_tokens=1, logprobs=self.config.top_logprobs)
-        results = await self.generator.generate(
-            [GenerationRequest(self._prompt(problem, prefix), params) for _, prefix in missing])
+        prompts = await asyncio.gather(*(self._aprompt(problem, prefix) for _, prefix in missing))
+        results = await self.generator.generate([GenerationRequest(p, params) for p in prompts])
         tokens = 0
         for key, result in zip(missing, results):
             tokens += result.prompt_tokens + sum(c.num_tokens for c in result.completions)

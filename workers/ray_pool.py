@@ -17,7 +17,7 @@ import time
 from collections import defaultdict
 from typing import Any, Sequence
 
-from ttc.cluster import ClusterConfig, PoolConfig, connect
+from ttc.cluster import ClusterConfig, PoolConfig, connect, release
 from ttc.errors import BackendError, VerifierError
 from ttc.interfaces import Generator, Scorer, ScoreResult
 from ttc.routing import NoReplica, Replica, Router, affinity_key
@@ -48,6 +48,8 @@ class ReplicaPool:
         self._replacing: set[asyncio.Task] = set()
         self._start: asyncio.Future | None = None
         self._none_alive_since: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the engine's loop, where replacements run
+        self._connected = False
         self._closed = False
 
     # ---- replicas -----------------------------------------------------------------------------
@@ -76,24 +78,30 @@ class ReplicaPool:
             if isinstance(exc, asyncio.TimeoutError):
                 raise BackendError(f"a {self.kind} replica ({self.name}) did not start in "
                                    f"{self.cluster.replica_start_timeout_s} s", retryable=False) from None
-            if isinstance(exc, replica_failures()) or hasattr(exc, "cause"):
+            if isinstance(exc, _ray_error()):  # it died, its code raised, its runtime env failed...
                 raise BackendError(f"a {self.kind} replica ({self.name}) failed to start: {_first_line(exc)}",
                                    retryable=False) from None
             raise
+        self._none_alive_since = None
         return await self.router.add(actor, pid=pid)
 
     def start(self) -> None:
         """Connect to the cluster; the replicas themselves start in `astart` (inside the engine's loop)."""
         connect(self.cluster)
+        self._connected = True
 
     async def astart(self) -> None:
         """Start the missing replicas once; concurrent first callers wait for the same start."""
+        if self._closed:
+            raise BackendError(f"the {self.kind} pool is closed", retryable=False)
+        self._loop = asyncio.get_running_loop()
         if self._start is None:
             self._start = asyncio.ensure_future(self._start_missing())
+        start = self._start
         try:
-            await asyncio.shield(self._start)
+            await asyncio.shield(start)
         except BaseException:
-            if self._start.done():  # a failed start may be tried again by the next call
+            if start.done() and self._start is start:  # a failed start may be tried again by the next call
                 self._start = None
             raise
 
@@ -122,8 +130,18 @@ class ReplicaPool:
         self.counters["replaced"] += 1
         log.warning("%s replica %s (pid %s) died; starting a replacement", self.kind, replica.id,
                     replica.meta.get("pid"))
+        if self._closed or self._loop is None:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # a blocking call from another thread: start it on the pool's own loop
+            self._loop.call_soon_threadsafe(self._spawn_replacement)
+        else:
+            self._spawn_replacement()
+
+    def _spawn_replacement(self) -> None:
         if not self._closed:
-            task = asyncio.get_running_loop().create_task(self._replacement())
+            task = self._loop.create_task(self._replacement())
             self._replacing.add(task)
             task.add_done_callback(self._replacing.discard)
 
@@ -134,7 +152,7 @@ class ReplicaPool:
                 try:
                     await self._start_replica()
                     return
-                except BackendError as exc:
+                except Exception as exc:  # noqa: BLE001 - logged, counted, and tried again
                     log.error("replacement %s replica, try %d of %d, failed: %s", self.kind, attempt,
                               self.cluster.max_attempts, exc)
                     if attempt < self.cluster.max_attempts:
@@ -189,6 +207,9 @@ class ReplicaPool:
                 if ref is not None:  # the caller gave up (a time budget, a failed sibling): stop the work too
                     _cancel(ray, ref)
                 raise
+            except RayTaskError as exc:  # the worker's own code raised: a bad request, not a dead replica
+                raise (BackendError if self.kind == "generator" else VerifierError)(
+                    f"{self.kind} replica: {method} failed: {_first_line(exc.cause or exc)}") from None
             except (asyncio.TimeoutError, *failures) as exc:
                 if isinstance(exc, asyncio.TimeoutError):
                     _cancel(ray, ref)
@@ -196,9 +217,9 @@ class ReplicaPool:
                 last = _first_line(exc)
                 self.counters["failures"] += 1
                 self._replace(replica)  # dead, or hung past the request timeout
-            except RayTaskError as exc:  # the worker's own code raised: a bad request, not a dead replica
-                raise (BackendError if self.kind == "generator" else VerifierError)(
-                    f"{self.kind} replica: {method} failed: {_first_line(exc.cause or exc)}") from None
+            except _ray_error() as exc:  # anything else Ray raises (out of memory, system errors)
+                raise BackendError(f"{self.kind} replica: {method} failed: {_first_line(exc)}",
+                                   retryable=False) from None
             else:
                 if not isinstance(result, Failure):
                     return result
@@ -247,6 +268,8 @@ class ReplicaPool:
         return {"replicas": replicas, **self.counters}
 
     async def aclose(self) -> None:
+        if self._closed:
+            return
         self._closed = True
         pending = [t for t in [self._start, *self._replacing] if t is not None and not t.done()]
         for t in pending:
@@ -259,6 +282,14 @@ class ReplicaPool:
                 pass
             self._kill(r.handle)
             await self.router.mark_dead(r)
+        if self._connected:
+            release()
+
+
+def _ray_error() -> type[BaseException]:
+    from ray.exceptions import RayError
+
+    return RayError
 
 
 def _cancel(ray, ref) -> None:

@@ -27,4 +27,7 @@ def test_step_search_on_the_real_model(real_engine, strategy):
     assert all(0.0 <= s <= 1.0 for t in sol.candidates for s in t.step_scores)
     assert any(ev["event"] == "step" for ev in sol.trace)
     # Continuations resend the prompt and steps so far; vLLM's prefix cache serves part of them.
-    assert sol.usage.requests >= 2
+    # (Unless every first step already ended its trajectory: unseeded CPU sampling makes that rare, not
+    # impossible.)
+    if any(len(t.steps) > 1 for t in sol.candidates):
+        assert sol.usage.requests >= 2

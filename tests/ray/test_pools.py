@@ -120,3 +120,21 @@ def test_a_request_fails_fast_when_every_replica_is_dead_and_none_can_start(loca
         assert pool.counters["failed_replacements"] == 1
         await pool.aclose()
     asyncio.run(go())
+
+
+def test_every_caller_waiting_on_a_failed_start_gets_the_start_error(local_ray, tmp_path):
+    from ttc.config import ClusterConfig, PoolConfig
+    from workers.ray_pool import ReplicaPool
+
+    pool = ReplicaPool("generator", "fake", {"fail_start_token": str(tmp_path / "bad")},
+                       PoolConfig(replicas=1, num_cpus=0.25), ClusterConfig(address="local"))
+
+    async def go():
+        outcomes = await asyncio.gather(pool.astart(), pool.astart(), pool.astart(), return_exceptions=True)
+        assert all(isinstance(o, BackendError) and "failed to start" in str(o) for o in outcomes), outcomes
+        await pool.astart()  # the next try starts a good one
+        assert len(pool.router.alive()) == 1
+        await pool.aclose()
+        with pytest.raises(BackendError, match="closed"):
+            await pool.astart()
+    asyncio.run(go())

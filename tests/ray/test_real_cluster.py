@@ -23,6 +23,8 @@ def recipe(out, n=8):
         "dataset": {"source": "arithmetic", "levels": ["add1", "mul1"], "per_level": n // 2},
         "sampling": {"max_tokens": 96, "temperature": 0.8},
         "strategy": {"name": "best_of_n", "selection": "majority"}, "budget": 384, "output": str(out),
+        # Problems in waves of 4, so a kill after the first results still finds work in flight and to come.
+        "concurrency": 4,
         "cluster": {"address": "local", "generator": {"replicas": 1, "num_cpus": 1}},
     })
 

@@ -286,6 +286,8 @@ def test_a_probe_reusing_choice_never_has_fewer_samples_than_the_probe_already_d
     assert model.decide(feats["p0"], 512, probe_tokens=100).budget == 128  # the floor is what was spent...
     d = model.decide(feats["p0"], 512, probe_tokens=100, probe_budget=512)  # ...unless the probe's budget is known
     assert d.budget == 512 and d.expected_accuracy == pytest.approx(0.5)
+    # A pooled share smaller than the probe's budget still leaves the whole share on offer.
+    assert model.decide(feats["p0"], 300, probe_tokens=100, probe_budget=512).budget == 300
 
 
 def test_calibration_picks_the_price_with_the_smallest_cross_fitted_ratio():
