@@ -8,6 +8,7 @@ only here and in workers/ray_*.py, and only when a cluster is configured.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 from urllib.parse import urlparse
 
@@ -68,6 +69,8 @@ def connect(cluster: ClusterConfig) -> None:
             kwargs["num_cpus"] = cluster.num_cpus
     elif cluster.address is not None:
         kwargs["address"] = cluster.address
+    _check_reachable(cluster.address if cluster.address not in (None, "auto", "local")
+                     else os.environ.get("RAY_ADDRESS") or _running_cluster_address(), cluster.address)
     try:
         ray.init(**kwargs)
     except ConnectionError as exc:
@@ -82,6 +85,26 @@ def release() -> None:
     """A pool that connected is closed."""
     global _users
     _users = max(0, _users - 1)
+
+
+def _check_reachable(address: str | None, configured: str | None, timeout_s: float = 5.0) -> None:
+    """Fail fast when nothing listens at a HOST:PORT address: ray.init would retry for many minutes."""
+    if not address or address in ("auto", "local"):
+        return
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:  # a port that is not a number
+        host = port = None
+    if not host or not port:
+        raise ConfigError(f"cluster.address={configured!r}: expected 'auto', 'local', 'HOST:PORT' or "
+                          f"'ray://HOST:PORT'")
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise BackendError(f"cluster.address={configured!r}: nothing answers at {host}:{port} ({exc}); start a "
+                           f"cluster with `ray start --head --node-ip-address=127.0.0.1` or use address: local",
+                           retryable=False) from None
 
 
 def disconnect() -> None:
