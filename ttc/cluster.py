@@ -28,12 +28,23 @@ def on_loopback(address: str | None) -> bool:
     """Is the cluster at `address` one on this machine's loopback interface?"""
     if address == "local":
         return True
+    concrete = _concrete_address(address)
+    return concrete is not None and (_host_port(concrete)[0] or "") in LOOPBACK_HOSTS
+
+
+def _concrete_address(address: str | None) -> str | None:
+    """HOST:PORT (or a URL) for `address`; 'auto' is what Ray would find; None for 'local' or nothing found."""
     if address in (None, "auto"):
         address = os.environ.get("RAY_ADDRESS") or _running_cluster_address()
-        if not address or address == "auto":
-            return False
-    host = urlparse(address if "://" in address else f"ray://{address}").hostname or ""
-    return host in LOOPBACK_HOSTS
+    return None if address in (None, "auto", "local") else address
+
+
+def _host_port(address: str) -> tuple[str | None, int | None]:
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    try:
+        return parsed.hostname, parsed.port
+    except ValueError:  # a port that is not a number
+        return parsed.hostname, None
 
 
 def _running_cluster_address() -> str | None:
@@ -69,8 +80,7 @@ def connect(cluster: ClusterConfig) -> None:
             kwargs["num_cpus"] = cluster.num_cpus
     elif cluster.address is not None:
         kwargs["address"] = cluster.address
-    _check_reachable(cluster.address if cluster.address not in (None, "auto", "local")
-                     else os.environ.get("RAY_ADDRESS") or _running_cluster_address(), cluster.address)
+    _check_reachable(_concrete_address(cluster.address), cluster.address)
     try:
         ray.init(**kwargs)
     except ConnectionError as exc:
@@ -89,13 +99,9 @@ def release() -> None:
 
 def _check_reachable(address: str | None, configured: str | None, timeout_s: float = 5.0) -> None:
     """Fail fast when nothing listens at a HOST:PORT address: ray.init would retry for many minutes."""
-    if not address or address in ("auto", "local"):
+    if address is None:
         return
-    parsed = urlparse(address if "://" in address else f"ray://{address}")
-    try:
-        host, port = parsed.hostname, parsed.port
-    except ValueError:  # a port that is not a number
-        host = port = None
+    host, port = _host_port(address)
     if not host or not port:
         raise ConfigError(f"cluster.address={configured!r}: expected 'auto', 'local', 'HOST:PORT' or "
                           f"'ray://HOST:PORT'")

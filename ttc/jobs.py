@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from ttc.cluster import LOOPBACK_ENV
+from ttc.cluster import LOOPBACK_ENV, LOOPBACK_HOSTS
 from ttc.errors import BackendError, ConfigError
 
 #: The folders of this project that a job needs, shipped as Ray py_modules.
@@ -51,7 +51,7 @@ def auth_token() -> str | None:
 
 def is_loopback(address: str) -> bool:
     host = urlparse(address if "://" in address else f"http://{address}").hostname or ""
-    return host in ("127.0.0.1", "localhost", "::1")
+    return host in LOOPBACK_HOSTS
 
 
 def client(address: str):
@@ -126,7 +126,7 @@ def submit(recipe, *, address: str, python: str | None = None, submission_id: st
 
 def status(job_id: str, *, address: str) -> dict[str, Any]:
     info = _call(lambda: client(address).get_job_info(job_id), job_id, address)
-    return {"job_id": job_id, "status": str(getattr(info.status, "value", info.status)), "message": info.message,
+    return {"job_id": job_id, "status": _status_value(info.status), "message": info.message,
             "entrypoint": info.entrypoint, "start_time": info.start_time, "end_time": info.end_time}
 
 
@@ -164,7 +164,7 @@ def list_jobs(*, address: str) -> list[dict[str, Any]]:
     out = []
     for info in _call(lambda: client(address).list_jobs(), "*", address):
         out.append({"job_id": info.submission_id or info.job_id,
-                    "status": str(getattr(info.status, "value", info.status)),
+                    "status": _status_value(info.status),
                     "recipe": (info.metadata or {}).get("ttc_recipe"), "start_time": info.start_time})
     return out
 

@@ -42,6 +42,7 @@ class ReplicaPool:
         self.kind, self.name, self.options = kind, name, dict(options)
         self.pool, self.cluster = pool, cluster
         self.router = Router(pool.max_in_flight)
+        self._error = BackendError if kind == "generator" else VerifierError  # what a failed request raises
         self.description: dict[str, Any] = {}
         self.counters = defaultdict(int)  # retries, replaced, failures, failed_replacements
         self._actor_cls = None
@@ -208,8 +209,7 @@ class ReplicaPool:
                     _cancel(ray, ref)
                 raise
             except RayTaskError as exc:  # the worker's own code raised: a bad request, not a dead replica
-                raise (BackendError if self.kind == "generator" else VerifierError)(
-                    f"{self.kind} replica: {method} failed: {_first_line(exc.cause or exc)}") from None
+                raise self._error(f"{self.kind} replica: {method} failed: {_first_line(exc.cause or exc)}") from None
             except (asyncio.TimeoutError, *failures) as exc:
                 if isinstance(exc, asyncio.TimeoutError):
                     _cancel(ray, ref)
@@ -224,7 +224,7 @@ class ReplicaPool:
                 if not isinstance(result, Failure):
                     return result
                 if not (result.dead or result.retryable):
-                    raise (BackendError if self.kind == "generator" else VerifierError)(result.message)
+                    raise self._error(result.message)
                 last = result.message
                 self.counters["failures"] += 1
                 if result.dead:
@@ -342,23 +342,25 @@ class RayGeneratorPool(Generator):
             raise
         return out  # type: ignore[return-value]
 
+    # Prompts are rendered by a replica (it has the tokenizer and chat template), once per distinct prompt.
     def render_prompt(self, problem: Problem) -> str:
-        # Rendered by a replica (it has the tokenizer and chat template); cached per distinct prompt.
-        key = (problem.system, problem.prompt)
-        if key not in self._rendered:
-            if len(self._rendered) > 10_000:
-                self._rendered.clear()
-            self._rendered[key] = self.replicas.call_sync("render_prompt", problem)
-        return self._rendered[key]
+        text = self._rendered.get((problem.system, problem.prompt))
+        if text is None:
+            text = self._keep_rendered(problem, self.replicas.call_sync("render_prompt", problem))
+        return text
 
     async def arender_prompt(self, problem: Problem) -> str:
-        key = (problem.system, problem.prompt)
-        if key not in self._rendered:
-            rendered = await self.replicas.call("render_prompt", (problem,), key=None, weight=0)
-            if len(self._rendered) > 10_000:
-                self._rendered.clear()
-            self._rendered[key] = rendered
-        return self._rendered[key]
+        text = self._rendered.get((problem.system, problem.prompt))
+        if text is None:
+            text = self._keep_rendered(problem, await self.replicas.call("render_prompt", (problem,), key=None,
+                                                                          weight=0))
+        return text
+
+    def _keep_rendered(self, problem: Problem, text: str) -> str:
+        if len(self._rendered) > 10_000:
+            self._rendered.clear()
+        self._rendered[(problem.system, problem.prompt)] = text
+        return text
 
     def count_tokens(self, text: str) -> int:
         return self.replicas.call_sync("count_tokens", text)
