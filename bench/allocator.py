@@ -23,13 +23,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+MAX_TOKENS = 128
+
 
 def recipe_data(seed: int, per_level: int, out: Path) -> dict:
     return {
         "name": f"allocator_seed{seed}", "generator": {"backend": "vllm"}, "verifier": {"name": "mean_logprob"},
         "dataset": {"source": "arithmetic", "levels": ["add1", "add2", "mul1", "mul2"], "per_level": per_level,
                     "seed": seed},
-        "sampling": {"max_tokens": 128, "temperature": 0.8},
+        "sampling": {"max_tokens": MAX_TOKENS, "temperature": 0.8},
         "strategy": [{"name": "best_of_n", "selection": "majority", "label": "majority"},
                      {"name": "best_of_n", "selection": "weighted", "label": "weighted"}],
         "budget": [128, 512, 1024, 2048], "output": str(out / f"seed{seed}"),
@@ -45,8 +47,8 @@ def main() -> None:
     os.environ.setdefault("TTC_HOME", str(Path(args.out).resolve() / "home"))
 
     from ttc import allocator as A
-    from ttc.calibrate import (auto_points, calibrate, compare, features_from_records, grid_configs,
-                               outcomes_from_records, probe_recipe)
+    from ttc.calibrate import (auto_points, calibrate, compare, grid_configs, outcomes_from_records, probe_recipe,
+                               probe_records)
     from ttc.engine import Engine
     from ttc.recipe import parse_recipe
     from ttc.results import ResultsLog
@@ -65,20 +67,22 @@ def main() -> None:
     wall = time.perf_counter() - t0
 
     records = ResultsLog(held.output_dir() / "results.jsonl").load()
-    feats, probes = features_from_records(records)
-    outcomes = outcomes_from_records(records)
     configs = grid_configs(held)
+    probes = probe_records(records, configs)
+    outcomes = outcomes_from_records(records, probes, configs)
     table = {(o.problem_id, o.config, o.budget): o for o in outcomes}
-    ids = sorted(feats)
-    auto = auto_points(model, ids, feats, probes, table, sorted({o.budget for o in outcomes}))
+    ids = sorted(probes)
+    auto = auto_points(model, ids, probes, table, sorted({o.budget for o in outcomes}), max_tokens=MAX_TOKENS)
     result = compare(auto, outcomes, configs, ids, "majority")
+    interval = bootstrap_ratio(model, ids, probes, outcomes, configs, table)
 
     print(f"calibration bins (edges on predicted pass@1 {[round(e, 3) for e in model.edges]}):")
     for i, b in enumerate(model.bins):
         print(f"  bin {i}: {b.problems} problems, most accurate per budget {b.best}")
-    tried = ", ".join(f"{t['min_gain_per_doubling']} -> {t['compute_ratio']}" for t in report["min_gain_tried"])
-    print(f"price of compute chosen by cross-fitting on the calibration set: "
-          f"min_gain_per_doubling={model.min_gain_per_doubling} (tried, with cross-fitted compute ratio: {tried})")
+    tried = ", ".join(f"{t['price_per_1k_tokens']}/{t['stop_margin']} -> {t['compute_ratio'] and round(t['compute_ratio'], 3)}"
+                      for t in report["settings_tried"])
+    print(f"chosen by cross-fitting on the calibration set: price_per_1k_tokens={model.price_per_1k_tokens}, "
+          f"stop_margin={model.stop_margin} (price/margin -> cross-fitted compute ratio: {tried})")
     print("\nheld-out accuracy vs mean generated tokens per problem:")
     rows = [("auto", result["auto"]), (f"best fixed ({result['best_fixed']['config']})", result["best_fixed"]["curve"]),
             ("best-of-N majority", result["best_of_n_majority"]["curve"])]
@@ -86,23 +90,45 @@ def main() -> None:
         print(f"  {name:<28} " + "  ".join(f"{p['accuracy']:.1%}@{p['tokens']:.0f}" for p in curve))
     decisions = defaultdict(int)
     for pid in ids:
-        probe_tokens = float(probes[pid]["usage"]["generated_tokens"])
-        d = model.decide(feats[pid], 2048, probe_tokens=probe_tokens,
-                         probe_budget=probes[pid]["budget"]["generated_tokens"])
-        decisions["stop_after_probe" if feats[pid].agreement >= 1.0 else f"{d.label}@{d.budget}"] += 1
+        p = probes[pid]
+        d = model.decide(p.features, 2048, probe_tokens=p.tokens, probe_budget=p.budget)
+        decisions["stop_after_probe" if p.features.agreement >= 1.0 else f"{d.label}@{d.budget}"] += 1
     plot(rows, out / "allocator.png")
     summary = {
         "bench": "allocator", "calibration_problems": model.data.get("problems"), "held_out_problems": len(ids),
         "auto": result["auto"], "best_fixed": result["best_fixed"], "best_of_n_majority": result["best_of_n_majority"],
         "best_of_n_top": result["best_of_n_top"], "auto_tokens_to_reach_it": result["auto_tokens_to_reach_it"],
-        "min_gain_per_doubling": model.min_gain_per_doubling, "min_gain_tried": report["min_gain_tried"],
-        "compute_ratio": result["compute_ratio"], "decisions_at_2048": dict(decisions),
+        "price_per_1k_tokens": model.price_per_1k_tokens, "stop_margin": model.stop_margin,
+        "settings_tried": report["settings_tried"],
+        "compute_ratio": result["compute_ratio"], "compute_ratio_90pct_interval": interval,
+        "decisions_at_2048": dict(decisions),
         "wall_s": round(wall, 1), "plot": str(out / "allocator.png"),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
     }
     print(f"\ncompute_ratio (auto tokens / best-of-N tokens at best-of-N's top accuracy "
-          f"{result['best_of_n_top']['accuracy']:.1%}): {result['compute_ratio']}")
+          f"{result['best_of_n_top']['accuracy']:.1%}): {result['compute_ratio']}; 90% bootstrap interval over "
+          f"the held-out problems: {interval}")
     print(json.dumps(summary))
+
+
+def bootstrap_ratio(model, ids, probes, outcomes, configs, table, rounds: int = 200, seed: int = 0) -> list:
+    """5th and 95th percentiles of the compute ratio over resamples of the held-out problems (a
+    ratio that never reaches best-of-N's top counts as infinite, shown as None)."""
+    import math
+    import random
+
+    from ttc.calibrate import auto_points, compare
+
+    rng, ratios = random.Random(seed), []
+    budgets = sorted({o.budget for o in outcomes})
+    for _ in range(rounds):
+        sample = [rng.choice(ids) for _ in ids]
+        r = compare(auto_points(model, sample, probes, table, budgets, max_tokens=MAX_TOKENS), outcomes, configs,
+                    sample, "majority")["compute_ratio"]
+        ratios.append(math.inf if r is None else r)
+    ratios.sort()
+    pick = [ratios[int(0.05 * rounds)], ratios[int(0.95 * rounds) - 1]]
+    return [None if math.isinf(r) else round(r, 3) for r in pick]
 
 
 def plot(rows, path: Path) -> None:

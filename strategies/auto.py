@@ -8,9 +8,11 @@ budget that is left, and runs it. The probe samples stay in the candidate pool:
 a vote counts them, so no compute is thrown away.
 
 The allocator may also decide that more compute does not pay for prompts like
-this one (they are easy, or hopeless for this model): `min_gain_per_doubling`
-is the accuracy a doubling of tokens must buy, as calibration measured it for
-the prompt's difficulty bin, so the budget is a cap, not a target.
+this one (they are easy, or hopeless for this model): `price_per_1k_tokens` is
+the accuracy 1000 more tokens must buy, as calibration measured it for the
+prompt's difficulty bin, so the budget is a cap, not a target. A best-of-N it
+picks draws its samples in rounds of the probe's size and stops once the vote is
+settled (`stop_margin`): the early stop on confident agreement, after each round.
 
 Without an allocator file the documented default is used: easy prompts stop
 after the probe; every other prompt gets best-of-N majority with the rest of
@@ -23,12 +25,15 @@ from typing import Any
 from pydantic import Field
 
 from strategies.base import Outcome, Strategy
-from strategies.selection import majority_vote
-from ttc.allocator import PROBE_REUSING, ConfigChoice, Decision, probe_features
+from strategies.selection import best_scored, majority_vote
+from ttc.allocator import PROBE_REUSING, ConfigChoice, Decision, probe_features, vote_settled
 from ttc.budget import Budget
 from ttc.config import SamplingOptions
 from ttc.context import SearchContext
 from ttc.errors import BudgetError, ConfigError
+from ttc.types import SamplingParams
+from verifiers.aggregation import aggregate
+from verifiers.answers import group_answers
 
 DEFAULT_CHOICE = ConfigChoice(label="best_of_n[majority]", strategy="best_of_n", options={"selection": "majority"})
 
@@ -40,11 +45,16 @@ class AutoConfig(SamplingOptions):
     allocator: str | None = Field(None, description="Allocator file or name from `ttc calibrate`; None = default.")
     confident_agreement: float = Field(
         1.0, gt=0.0, le=1.0, description="Stop after the probe when this share of its samples agree.")
-    min_gain_per_doubling: float | None = Field(
-        None, ge=0.0, le=1.0,
-        description="Spend more only where calibration shows this much accuracy gained per doubling of tokens "
-                    "(0.02 = 2 points); 0 = the most accurate choice within the budget; None = the value "
+    price_per_1k_tokens: float | None = Field(
+        None, ge=0.0, le=10.0,
+        description="Spend more only where calibration shows it buys this much accuracy per 1000 generated "
+                    "tokens (0.05 = 5 points); 0 = the most accurate choice within the budget; None = the value "
                     "`ttc calibrate` chose for the allocator file.")
+    stop_margin: int | None = Field(
+        None, ge=0, le=1000,
+        description="A chosen best-of-N samples in rounds of probe_samples and stops once the leading answer has "
+                    "this many more votes than the next; 0 = all samples at once; None = the allocator file's "
+                    "value (0 without an allocator).")
 
 
 class Auto(Strategy):
@@ -103,31 +113,66 @@ class Auto(Strategy):
         # The chosen budget counts the probe when the strategy reuses its samples.
         sub_budget = left if decision is None else decision.budget - (spent if choice.strategy in PROBE_REUSING else 0)
         sub_budget = None if sub_budget is None else min(sub_budget, left)
-        sub = self.build(choice, sub_budget)
         ctx.record("auto", decision="run", config=choice.label, budget_left=left, sub_budget=sub_budget, **where)
-        outcome = await sub.run(ctx)
-        candidates = probe + [t for t in outcome.candidates if t not in probe]
-        metrics.update(decision="run", config=choice.label, sub_budget=sub_budget, sub_metrics=outcome.metrics,
-                       **where)
+        metrics.update(decision="run", config=choice.label, sub_budget=sub_budget, **where)
         if choice.strategy in ("best_of_n", "repeated_sampling"):
-            # The probe's samples are the first of the N: they vote (and are scored) like the rest.
-            selection = choice.options.get("selection", "majority")
-            if selection == "majority" or choice.strategy == "repeated_sampling":
-                answer, best, metrics["votes"] = await ctx.offload(majority_vote, candidates)
-                return Outcome(answer, best, candidates, metrics)
-            scores = await ctx.score(probe)
-            if scores is not None:
-                from strategies.selection import best_scored
-                from verifiers.aggregation import aggregate
+            return await self.run_best_of_n(ctx, choice, probe, sub_budget, metrics)
+        outcome = await self.build(choice, sub_budget).run(ctx)
+        metrics["sub_metrics"] = outcome.metrics
+        return Outcome(outcome.answer, outcome.best, probe + [t for t in outcome.candidates if t not in probe], metrics)
 
-                how = choice.options.get("aggregation", "last")
-                weights = [aggregate(t.step_scores, how) for t in candidates]
-                if selection == "verifier":
-                    answer, best = best_scored(candidates, weights)
-                else:
-                    answer, best, metrics["votes"] = await ctx.offload(majority_vote, candidates, weights)
-                return Outcome(answer, best, candidates, metrics)
-        return Outcome(outcome.answer, outcome.best, candidates, metrics)
+    async def run_best_of_n(self, ctx: SearchContext, choice: ConfigChoice, probe: list, sub_budget: int | None,
+                            metrics: dict[str, Any]) -> Outcome:
+        """Best-of-N with the probe's samples as its first: more samples in rounds of the probe's size
+        until the budget's N or a settled vote, then one selection over all of them."""
+        # The choice's own sampling settings (those calibration ran it with) override auto's.
+        sampling = self.config.model_copy(update={k: v for k, v in choice.options.items()
+                                                  if k in SamplingOptions.model_fields})
+        selection = choice.options.get("selection", "majority") if choice.strategy == "best_of_n" else "majority"
+        if "n" in choice.options:  # N counts the probe's samples
+            more = max(0, int(choice.options["n"]) - len(probe))
+        elif sub_budget is None:
+            raise ConfigError(f"auto: the allocator's choice {choice.label!r} needs n or a generated-token budget")
+        else:
+            more = sub_budget // sampling.max_tokens
+        margin = self.stop_margin()
+        step = sampling.probe_samples if margin > 0 else max(more, 1)
+        needs_scores = selection != "majority" and self._has_scorer
+        logprobs = 0 if needs_scores and getattr(ctx.scorer, "needs_logprobs", False) else None
+        candidates, rounds = list(probe), 0
+        while more > 0:
+            groups = await ctx.offload(group_answers, [t.answer for t in candidates]) if margin > 0 else []
+            if vote_settled([len(g) for g in groups], margin):
+                ctx.record("auto_early_stop", samples=len(candidates), stop_margin=margin)
+                break
+            k = min(step, more)
+            drawn = await ctx.sample(SamplingParams(n=k, temperature=sampling.temperature, top_p=sampling.top_p,
+                                                    max_tokens=sampling.max_tokens, stop=tuple(sampling.stop),
+                                                    logprobs=logprobs))
+            rounds += 1
+            if not drawn:  # the ledger could not pay for another round
+                break
+            candidates += drawn
+            more -= k
+        metrics.update(samples=len(candidates), rounds=rounds, stop_margin=margin)
+        scores = await ctx.score(candidates) if needs_scores else None
+        if scores is None:
+            if needs_scores:  # verifier budget spent: fall back to the vote rather than lose the samples
+                ctx.record("selection_fallback", reason="verifier budget exhausted", selection="majority")
+            answer, best, metrics["votes"] = await ctx.offload(majority_vote, candidates)
+            return Outcome(answer, best, candidates, metrics)
+        weights = [aggregate(s, choice.options.get("aggregation", "last")) for s in scores]
+        if selection == "verifier":
+            answer, best = best_scored(candidates, weights)
+        else:
+            answer, best, metrics["votes"] = await ctx.offload(majority_vote, candidates, weights)
+        return Outcome(answer, best, candidates, metrics)
+
+    def stop_margin(self) -> int:
+        """The early-stop margin: this run's option, else the allocator file's, else none."""
+        if self.config.stop_margin is not None:
+            return self.config.stop_margin
+        return self._model.stop_margin if self._model is not None else 0
 
     def decide(self, features, budget: int | None, spent: int) -> Decision | None:
         """The allocator's pick for this prompt (None without an allocator: the default applies)."""
@@ -147,8 +192,7 @@ class Auto(Strategy):
                 allowed.append(cfg.label)
         return self._model.decide(features, budget if budget is not None else max(self._model.budgets),
                                   probe_tokens=spent, probe_budget=self.config.probe_samples * self.config.max_tokens,
-                                  allowed=allowed,
-                                  min_gain_per_doubling=self.config.min_gain_per_doubling)
+                                  allowed=allowed, price_per_1k_tokens=self.config.price_per_1k_tokens)
 
     def build(self, choice: ConfigChoice, left: int | None) -> Strategy:
         """The chosen strategy, sized to the budget that is left."""

@@ -27,7 +27,7 @@ from ttc.default_model import ttc_home
 from ttc.difficulty import DifficultyModel, ProbeFeatures, fit_difficulty, probe_features  # noqa: F401 (re-export)
 from ttc.errors import ConfigError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 class ConfigChoice(StrictModel):
@@ -61,9 +61,13 @@ class AllocatorModel(StrictModel):
     configs: list[ConfigChoice] = Field(min_length=1, description="The calibration grid.")
     bins: list[BinTable] = Field(min_length=1, description="Per bin, hardest (lowest predicted pass@1) first.")
     shrinkage: float = Field(0.0, ge=0.0, description="Pseudo-problems pulling each bin's rates to the overall rate.")
-    min_gain_per_doubling: float = Field(
+    price_per_1k_tokens: float = Field(
         0.0, ge=0.0, description="auto's price of compute, chosen at calibration by cross-fitting: the accuracy "
-                                 "a doubling of tokens must buy (see decide).")
+                                 "1000 more generated tokens must buy for a prompt (see decide).")
+    stop_margin: int = Field(
+        0, ge=0, description="auto's early stop, chosen at calibration: best-of-N samples in rounds of the probe's "
+                             "size and stops once the leading answer has this many more votes than the next "
+                             "(0 = draw all N at once).")
     data: dict[str, Any] = Field(default_factory=dict, description="What it was fitted on: dataset, model, counts.")
 
     def bin_of(self, features: ProbeFeatures) -> int:
@@ -82,22 +86,25 @@ class AllocatorModel(StrictModel):
 
     def decide(self, features: ProbeFeatures, budget: float, *, probe_tokens: float = 0.0,
                probe_budget: float = 0.0, allowed: Sequence[str] | None = None,
-               min_gain_per_doubling: float | None = None) -> "Decision":
+               price_per_1k_tokens: float | None = None) -> "Decision":
         """The configuration and budget with the best accuracy-for-compute for this prompt's bin.
 
         `budget` is the prompt's whole budget and `probe_tokens` what the probe already spent.
         Best-of-N (and "probe only") count the probe's samples among their N, so they can use
         the whole budget; any other strategy starts afresh with what is left. Candidates are
         every calibrated budget that fits, and the budget itself (interpolated). Each is valued
-        at accuracy - min_gain_per_doubling * log2(total tokens): with 0 this is the most
-        accurate choice; above 0, more compute is bought only where calibration showed it gains
-        at least that much accuracy per doubling of tokens, so easy and hopeless prompts stop
-        early and the budget goes where it pays. None means the file's calibrated value.
+        at accuracy - price_per_1k_tokens * total tokens / 1000: with 0 this is the most accurate
+        choice; above 0, more compute is bought only where calibration showed it gains at least
+        that much accuracy per 1000 tokens for prompts like this one, so easy and hopeless prompts
+        stop early and the budget goes where it pays. The price is linear in tokens because what a
+        batch spends is the sum over its prompts: maximising total accuracy under a total token
+        budget means buying, on every prompt, exactly the tokens worth more than one common price
+        (a Lagrange multiplier). None means the file's calibrated price.
         `probe_budget` is what the probe was allowed (samples x max_tokens): a probe-reusing
         configuration at a smaller budget would have fewer samples than the probe already has.
         """
-        if min_gain_per_doubling is None:
-            min_gain_per_doubling = self.min_gain_per_doubling
+        if price_per_1k_tokens is None:
+            price_per_1k_tokens = self.price_per_1k_tokens
         b = self.bin_of(features)
         labels = [c.label for c in self.configs if allowed is None or c.label in allowed]
         if not labels:
@@ -114,7 +121,7 @@ class AllocatorModel(StrictModel):
                     continue  # unaffordable, or smaller than the probe already run (which cannot be undone)
                 tokens = self.tokens_at(b, label, bud)
                 tokens = max(tokens, probe_tokens) if reuses_probe else tokens + probe_tokens
-                value = accuracy - min_gain_per_doubling * math.log2(max(tokens, 1.0))
+                value = accuracy - price_per_1k_tokens * tokens / 1000.0
                 # Ties go to fewer tokens, then to grid order.
                 key = (round(value, 9), -tokens, -labels.index(label))
                 if best is None or key > best[0]:
@@ -126,11 +133,21 @@ class AllocatorModel(StrictModel):
 
     def choose(self, features: ProbeFeatures, budget: float, allowed: Sequence[str] | None = None) -> ConfigChoice:
         """The most accurate configuration at `budget` for this prompt's bin."""
-        return self.decide(features, budget, allowed=allowed, min_gain_per_doubling=0.0).config
+        return self.decide(features, budget, allowed=allowed, price_per_1k_tokens=0.0).config
 
 
 #: Strategies whose N samples can include the probe's (the probe is repeated sampling too).
 PROBE_REUSING = ("best_of_n", "repeated_sampling", "probe_only")
+
+
+def vote_settled(counts: Sequence[int], stop_margin: int) -> bool:
+    """Whether a vote with these per-answer counts is settled: the leading answer has at least
+    `stop_margin` more votes than the runner-up (0 = never settled early). Raw counts, also for a
+    weighted vote: a margin in samples means the same on every verifier's scale."""
+    if stop_margin <= 0:
+        return False
+    top = sorted(counts, reverse=True)[:2] + [0, 0]
+    return top[0] - top[1] >= stop_margin
 
 
 @dataclass(frozen=True)
@@ -169,7 +186,7 @@ class Outcome:
     problem_id: str
     config: str
     budget: int
-    correct: bool
+    correct: float  # 1.0 or 0.0 for one run; or the expected accuracy over subsets of recorded samples
     tokens: float
 
 

@@ -65,8 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--probe-samples", type=int, default=4, help="samples in the difficulty probe (default 4)")
     c.add_argument("--bins", type=int, default=3, help="difficulty bins (default 3)")
     c.add_argument("--folds", type=int, default=4, help="cross-fitting folds for --evaluate (default 4)")
-    c.add_argument("--min-gain", type=float, default=None, metavar="G",
-                   help="for --evaluate: judge auto at this min_gain_per_doubling instead of the calibrated one")
+    c.add_argument("--price", type=float, default=None, metavar="P",
+                   help="for --evaluate: judge auto at this price_per_1k_tokens instead of the calibrated one")
+    c.add_argument("--stop-margin", type=int, default=None, metavar="M",
+                   help="for --evaluate: judge auto with this early-stop margin instead of the calibrated one")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     address_help = "Ray job server (dashboard) URL; default $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265"
@@ -217,16 +219,17 @@ def cmd_calibrate(args) -> int:
     from ttc.recipe import load_recipe
 
     for name, value, low in (("--probe-samples", args.probe_samples, 1), ("--bins", args.bins, 1),
-                             ("--folds", args.folds, 2), ("--min-gain", args.min_gain, 0.0)):
+                             ("--folds", args.folds, 2), ("--price", args.price, 0.0),
+                             ("--stop-margin", args.stop_margin, 0)):
         if value is not None and value < low:
             raise ConfigError(f"{name} must be at least {low}, got {value}")
     recipe = load_recipe(args.recipe, parse_assignments(args.overrides))
     report = calibrate(recipe, probe_samples=args.probe_samples, n_bins=args.bins, name=args.name,
                        run_evaluation=args.evaluate, folds=args.folds, progress=not args.no_progress,
-                       min_gain_per_doubling=args.min_gain)
+                       price_per_1k_tokens=args.price, stop_margin=args.stop_margin)
     print(f"allocator: {report['allocator'][-1]} (also {report['allocator'][0]})")
     print(f"  difficulty bins on predicted pass@1, edges {[round(e, 3) for e in report['edges']]}; "
-          f"price of compute (min_gain_per_doubling, cross-fitted): {report['min_gain_per_doubling']}")
+          f"cross-fitted: price_per_1k_tokens={report['price_per_1k_tokens']}, stop_margin={report['stop_margin']}")
     for i, b in enumerate(report["bins"]):
         print(f"  bin {i} ({b['problems']} problems): best per budget {b['best']}")
     ev = report.get("evaluation")

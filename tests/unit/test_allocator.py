@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from ttc import allocator as A
-from ttc.calibrate import calibrate, tokens_to_reach
+from ttc.calibrate import calibrate, outcomes_from_records, tokens_to_reach
 from ttc.engine import Engine
 from ttc.errors import BudgetError, ConfigError
 from ttc.recipe import load_recipe
@@ -263,13 +263,17 @@ def test_a_price_of_compute_stops_hopeless_prompts_and_spends_on_the_rest():
     hopeless, medium = feats["h0"], feats["m39"]
     # With no price, the most accurate choice: everything gets the whole budget (ties -> fewer tokens).
     assert model.decide(medium, 2048, probe_tokens=320).budget == 2048
-    # Priced at 2 points per doubling: the hopeless bin gains nothing from 4x the tokens and stops.
-    d = model.decide(hopeless, 2048, probe_tokens=320, min_gain_per_doubling=0.02)
+    # Priced at 2 points per 1000 tokens: the hopeless bin gains nothing from 4x the tokens and stops.
+    d = model.decide(hopeless, 2048, probe_tokens=320, price_per_1k_tokens=0.02)
     assert d.label == "probe_only" and d.expected_tokens == pytest.approx(320)
-    d = model.decide(medium, 2048, probe_tokens=320, min_gain_per_doubling=0.02)
+    d = model.decide(medium, 2048, probe_tokens=320, price_per_1k_tokens=0.02)
     assert (d.label, d.budget) == ("cheap", 2048) and d.expected_accuracy == pytest.approx(0.6)
+    # The price is per token, not per doubling: 40 points for 900 more tokens is worth it at 0.4
+    # per 1000 tokens, and not at 0.5.
+    assert model.decide(medium, 2048, probe_tokens=320, price_per_1k_tokens=0.4).budget == 2048
+    assert model.decide(medium, 2048, probe_tokens=320, price_per_1k_tokens=0.5).budget < 2048
     # The probe cannot be undone: a probe-reusing choice never costs less than the probe.
-    d = model.decide(medium, 2048, probe_tokens=500, min_gain_per_doubling=0.5)
+    d = model.decide(medium, 2048, probe_tokens=500, price_per_1k_tokens=0.5)
     assert d.expected_tokens >= 500
 
 
@@ -290,26 +294,33 @@ def test_a_probe_reusing_choice_never_has_fewer_samples_than_the_probe_already_d
     assert model.decide(feats["p0"], 300, probe_tokens=100, probe_budget=512).budget == 300
 
 
+def probes_without_samples(feats, outcomes):
+    """Probe records as calibration would build them, but without recorded samples (so auto's
+    choices are judged by the recorded outcomes)."""
+    from ttc.calibrate import ProbeRecord
+
+    return {pid: ProbeRecord(features=f, tokens=320.0, budget=512, correct=next(
+        o.correct for o in outcomes if o.problem_id == pid and o.config == A.PROBE_ONLY.label)) for pid, f in feats.items()}
+
+
 def test_calibration_picks_the_price_with_the_smallest_cross_fitted_ratio():
-    from ttc.calibrate import choose_min_gain
+    from ttc.calibrate import choose_settings
 
     feats, outcomes = hopeless_and_medium(per_group=80)  # enough problems per fold for the data to beat the prior
-    probes = {pid: {"usage": {"generated_tokens": 320}, "budget": {"generated_tokens": 512},
-                    "correct": o.correct} for pid in feats for o in outcomes
-              if o.problem_id == pid and o.config == A.PROBE_ONLY.label}
+    probes = probes_without_samples(feats, outcomes)
     configs = [CONFIGS[0], A.PROBE_ONLY]
-    chosen, tried = choose_min_gain(feats, probes, outcomes, configs, majority_label="cheap", probe_samples=4,
-                                    folds=4, n_bins=2, grid=(0.0, 0.02))
-    assert [t["min_gain_per_doubling"] for t in tried] == [0.0, 0.02]
-    assert tried[1]["compute_ratio"] < tried[0]["compute_ratio"] and chosen == 0.02
-    assert choose_min_gain(feats, probes, outcomes, configs, majority_label=None) == (0.0, [])
+    price, margin, tried = choose_settings(probes, outcomes, configs, majority_label="cheap", probe_samples=4,
+                                           max_tokens=128, folds=4, n_bins=2, prices=(0.0, 0.05), margins=(0,))
+    assert [t["price_per_1k_tokens"] for t in tried] == [0.0, 0.05]
+    assert tried[1]["compute_ratio"] < tried[0]["compute_ratio"] and (price, margin) == (0.05, 0)
+    assert choose_settings(probes, outcomes, configs, majority_label=None) == (0.0, 0, [])
 
 
 def test_auto_stops_where_its_allocator_says_compute_does_not_pay(tmp_path, monkeypatch):
     monkeypatch.setenv("TTC_HOME", str(tmp_path))
     feats, outcomes = hopeless_and_medium()
     model = A.fit(feats, outcomes, [CONFIGS[0], A.PROBE_ONLY], n_bins=2, probe_samples=4, shrinkage=0)
-    A.save(model.model_copy(update={"min_gain_per_doubling": 0.02}), A.allocator_path("priced"))
+    A.save(model.model_copy(update={"price_per_1k_tokens": 0.02}), A.allocator_path("priced"))
 
     def all_different(prompt, rng):  # agreement 1/4: the hopeless bin
         return f"step\n\nThe answer is \\boxed{{{rng.randrange(10**9)}}}"
@@ -328,18 +339,150 @@ def test_auto_stops_where_its_allocator_says_compute_does_not_pay(tmp_path, monk
         assert sol.metrics["decision"] == "run" and sol.metrics["sub_budget"] == 2048 - sol.candidates[0].num_tokens * 4
         assert len(sol.candidates) > 4
         # A price far above what more tokens buy here stops the same prompt.
-        sol = e.solve("q", 2048, "auto", max_tokens=128, allocator="priced", min_gain_per_doubling=1.0)
+        sol = e.solve("q", 2048, "auto", max_tokens=128, allocator="priced", price_per_1k_tokens=5.0)
         assert sol.metrics["decision"] == "stop_after_probe" and len(sol.candidates) == 4
 
 
-def test_the_price_chosen_is_the_gentlest_one_nearly_as_good_as_the_best(monkeypatch):
+def test_the_settings_chosen_are_the_gentlest_nearly_as_good_as_the_best(monkeypatch):
     from ttc import calibrate
 
-    ratios = {0.0: 0.6, 0.05: 0.5, 0.08: 0.46, 0.12: 0.45, 0.16: None}  # 0.16 never reaches best-of-N
-    monkeypatch.setattr(calibrate, "evaluate", lambda *a, min_gain_per_doubling, **kw:
-                        {"compute_ratio": ratios[min_gain_per_doubling]})
-    args = ({}, {}, [], [])
-    assert calibrate.choose_min_gain(*args, majority_label="m", grid=list(ratios))[0] == 0.08  # within 10% of 0.45
-    assert calibrate.choose_min_gain(*args, majority_label="m", grid=list(ratios), tolerance=0.0)[0] == 0.12
-    ratios.update({g: None for g in ratios})
-    assert calibrate.choose_min_gain(*args, majority_label="m", grid=list(ratios))[0] == 0.0
+    ratios = {(0.0, 0): 0.6, (0.05, 0): 0.5, (0.08, 0): 0.46, (0.12, 0): 0.45, (0.16, 0): None,  # 0.16 never gets there
+              (0.0, 2): 0.7, (0.05, 2): 0.55, (0.08, 2): 0.48, (0.12, 2): 0.44, (0.16, 2): None}
+    monkeypatch.setattr(calibrate, "evaluate", lambda *a, price_per_1k_tokens, stop_margin, **kw:
+                        {"compute_ratio": ratios[(price_per_1k_tokens, stop_margin)]})
+    args, grid = ({}, [], []), dict(prices=(0.0, 0.05, 0.08, 0.12, 0.16), margins=(0, 2))
+    # Within 10% of the best (0.44): 0.08 without an early stop is the gentlest such setting.
+    assert calibrate.choose_settings(*args, majority_label="m", **grid)[:2] == (0.08, 0)
+    assert calibrate.choose_settings(*args, majority_label="m", tolerance=0.0, **grid)[:2] == (0.12, 2)
+    ratios.update({k: None for k in ratios})
+    assert calibrate.choose_settings(*args, majority_label="m", **grid)[:2] == (0.0, 0)
+
+
+def test_a_vote_is_settled_by_its_margin_in_samples():
+    assert not A.vote_settled([3, 1], 0)  # 0: never stop early
+    assert A.vote_settled([3, 1], 2) and A.vote_settled([2], 2) and not A.vote_settled([2, 1, 1], 2)
+    assert not A.vote_settled([], 1) and A.vote_settled([1], 1)
+
+
+def draws(*spec):
+    """Draws from (cluster, correct, tokens, score) tuples."""
+    from ttc.calibrate import Draw
+
+    return [Draw(*d) for d in spec]
+
+
+def test_simulated_votes_follow_majority_weighted_and_verifier_rules():
+    from ttc.calibrate import simulated_vote
+
+    ds = draws((0, False, 10, 0.1), (1, True, 10, 0.9), (0, False, 10, 0.2), (-1, False, 10, 0.99))
+    assert simulated_vote(ds, "majority") is False  # 2 votes to 1
+    assert simulated_vote(ds, "weighted") is True  # 0.9 against 0.3
+    assert simulated_vote(ds, "verifier") is True  # the no-answer sample cannot win
+    assert simulated_vote(draws((1, True, 5, None), (0, False, 5, None))) is True  # a tie goes to the first seen
+    assert simulated_vote(draws((-1, False, 5, None))) is False
+
+
+def test_simulated_best_of_n_stops_once_the_vote_is_settled():
+    from ttc.calibrate import ProbeRecord, simulated_best_of_n
+
+    probe = ProbeRecord(features=A.ProbeFeatures(0.5, 1.0, None, 10.0), tokens=40.0, budget=512, correct=False,
+                        draws=draws((0, True, 10, None), (0, True, 10, None), (1, False, 10, None), (2, False, 10, None)),
+                        more={"cheap": draws(*[(0, True, 10, None)] * 2 + [(1, False, 10, None)] * 10)})
+    # No early stop: all 12 more samples; the vote is 4 to 11 for the wrong answer.
+    assert simulated_best_of_n(probe, "cheap", 12, "majority", 0, orderings=None) == (False, 160.0)
+    # Margin 2: the probe has 2 to 1; after one round of 4 more (2 right, 2 wrong) it is 4 to 3,
+    # after the next (4 wrong) 4 to 7: settled for the wrong answer at 12 samples.
+    assert simulated_best_of_n(probe, "cheap", 12, "majority", 2, orderings=None) == (False, 120.0)
+    # Margin 1: the probe's own vote (2 to 1) is settled: nothing more is drawn.
+    assert simulated_best_of_n(probe, "cheap", 12, "majority", 1, orderings=None) == (True, 40.0)
+    assert simulated_best_of_n(probe, "other", 12, "majority", 1) is None  # nothing recorded for it
+    # Averaged over random orders of the 12 recorded samples: still wrong without an early stop
+    # (all 12 are drawn, whatever the order); with margin 1, always right at the probe's cost.
+    assert simulated_best_of_n(probe, "cheap", 12, "majority", 0) == (0.0, 160.0)
+    assert simulated_best_of_n(probe, "cheap", 12, "majority", 1) == (1.0, 40.0)
+    # Two more samples: right unless both are wrong (45 of the 66 pairs), so about 0.32.
+    accuracy, tokens = simulated_best_of_n(probe, "cheap", 2, "majority", 0)
+    assert tokens == 60.0 and 0.1 < accuracy < 0.55
+
+
+def test_probe_records_pair_each_probe_with_every_sample_of_each_configuration():
+    from ttc.calibrate import probe_records
+
+    def record(strategy, budget, answers, pid="p1"):
+        return {"id": pid, "strategy": strategy, "budget": {"generated_tokens": budget}, "correct": answers[0] == "4",
+                "usage": {"generated_tokens": 10 * len(answers), "prompt_tokens": 30},
+                "candidates": [{"answer": a, "correct": a == "4", "num_tokens": 10, "finish_reason": "stop",
+                                "score": 0.5} for a in answers]}
+
+    records = [record("probe", 40, ["4", "5", "4.0", None]), record("cheap", 40, ["9"]),
+               record("cheap", 80, ["5", "4", "6"]), record("search", 80, ["4"])]
+    (pid, probe), = probe_records(records, [CONFIGS[0], CONFIGS[1], A.PROBE_ONLY]).items()
+    assert pid == "p1" and probe.correct and probe.tokens == 40 and probe.budget == 40
+    assert probe.features.agreement == 0.5 and probe.features.prompt_tokens == 30
+    # "4" and "4.0" are one answer; both "cheap" runs are kept, largest first; the beam search reuses no probe.
+    assert [d.cluster for d in probe.draws] == [0, 1, 0, -1]
+    assert list(probe.more) == ["cheap"] and [d.cluster for d in probe.more["cheap"]] == [1, 0, 2, 3]
+    # A best-of-N run's outcome is its expected accuracy over subsets of every sample the
+    # configuration drew: the 1-sample run answered "9" (wrong), but 1 of its 4 samples is right.
+    outcomes = {(o.config, o.budget): o for o in outcomes_from_records(records, {"p1": probe}, CONFIGS)}
+    assert 0.0 < outcomes[("cheap", 40)].correct < 1.0 and outcomes[("cheap", 40)].tokens == 10.0
+    assert outcomes[("search", 80)].correct == 1.0  # not best-of-N: the recorded run
+    assert outcomes[("probe_only", 40)].correct == 1.0  # the probe's majority: "4" twice
+
+
+def test_expected_vote_averages_over_subsets_of_the_pool():
+    from ttc.calibrate import expected_vote
+
+    pool = draws((0, True, 10, None), (1, False, 20, None), (0, True, 10, None), (2, False, 30, None))
+    assert expected_vote(pool, 4) == (1.0, 70.0)  # the whole pool: one vote, "0" wins 2 to 1 to 1
+    assert expected_vote(pool, 9) == (1.0, 70.0)  # more than recorded: the whole pool
+    accuracy, tokens = expected_vote(pool, 1)  # one sample: right half the time in expectation
+    assert 0.25 < accuracy < 0.75 and 10.0 <= tokens <= 30.0
+    assert expected_vote(pool, 1, orderings=None) == (1.0, 10.0)  # as recorded: the first sample
+
+
+def test_auto_stops_its_best_of_n_once_the_vote_is_settled(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTC_HOME", str(tmp_path))
+    feats, outcomes = hopeless_and_medium()
+    model = A.fit(feats, outcomes, [CONFIGS[0], A.PROBE_ONLY], n_bins=2, probe_samples=4, shrinkage=0)
+    A.save(model.model_copy(update={"stop_margin": 3}), A.allocator_path("early"))
+    calls = iter(range(10**6))
+
+    def three_of_four(prompt, rng):  # 7, 7, 7, 9, 7, 7, 7, 9, ...: the probe leads 3 to 1
+        return f"step\n\nThe answer is \\boxed{{{9 if next(calls) % 4 == 3 else 7}}}"
+
+    with Engine(generator=FakeGenerator(three_of_four)) as e:
+        # Margin 3: after the probe (3 to 1) one round of 4 more makes it 6 to 2; settled at 8 samples.
+        sol = e.solve("q", 2048, "auto", max_tokens=128, allocator="early")
+        assert sol.metrics["decision"] == "run" and sol.answer == "7"
+        assert len(sol.candidates) == 8 and sol.metrics["rounds"] == 1
+        assert sol.usage.generated_tokens == sum(c.num_tokens for c in sol.candidates)
+        # The run's own option overrides the file's: 0 draws the whole budget at once.
+        sol = e.solve("q", 2048, "auto", max_tokens=128, allocator="early", stop_margin=0)
+        assert sol.metrics["rounds"] == 1 and len(sol.candidates) == 4 + sol.metrics["sub_budget"] // 128
+
+
+def test_calibrate_cli_reports_its_settings_and_refuses_bad_ones(tmp_path, monkeypatch, capsys):
+    from ttc import cli
+
+    monkeypatch.setenv("TTC_HOME", str(tmp_path / "home"))
+    path = tmp_path / "cal.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "clical", "generator": {"backend": "fake", "options": {"answers": {"3": 0.5, "4": 0.3, "5": 0.2}}},
+        "verifier": {"name": "mean_logprob"}, "dataset": {"source": "arithmetic", "levels": ["add1"], "per_level": 8},
+        "sampling": {"max_tokens": 32},
+        "strategy": [{"name": "best_of_n", "label": "majority"},
+                     {"name": "best_of_n", "selection": "weighted", "label": "weighted"}],
+        "budget": [128, 256], "output": str(tmp_path / "out"),
+    }))
+    assert cli.main(["calibrate", str(path), "--price", "-1", "--no-progress"]) == 2
+    assert "--price must be at least 0.0, got -1.0" in capsys.readouterr().err
+    assert cli.main(["calibrate", str(path), "--evaluate", "--folds", "2", "--stop-margin", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "price_per_1k_tokens=" in out and "stop_margin=" in out and "compute_ratio" in out
+    # With a verifier, the probe's samples carry scores, so a weighted best-of-N can count them.
+    probe = next(json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+                 if json.loads(line)["strategy"] == "probe")
+    assert all(c["score"] is not None for c in probe["candidates"])
+    report = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    assert report["evaluation"]["stop_margin"] == 2 and len(report["settings_tried"]) == 36
