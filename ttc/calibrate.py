@@ -106,10 +106,14 @@ def outcomes_from_records(records: Sequence[dict[str, Any]], probes: dict[str, "
             correct, tokens = float(r["correct"]), float(r["usage"]["generated_tokens"])
         grid.append(A.Outcome(r["id"], r["strategy"], budget, correct, tokens))
     budgets = sorted({o.budget for o in grid})
-    probe_outcomes = [A.Outcome(r["id"], A.PROBE_ONLY.label, b, float(_probe_majority_correct(r)),
-                                float(r["usage"]["generated_tokens"]))
-                      for r in records if r["strategy"] == PROBE_LABEL and r["correct"] is not None
-                      for b in budgets if b >= r["budget"]["generated_tokens"]]
+    if probes:  # the same probe answers the simulation of auto uses
+        probe_outcomes = [A.Outcome(pid, A.PROBE_ONLY.label, b, float(p.correct), p.tokens)
+                          for pid, p in probes.items() for b in budgets if b >= p.budget]
+    else:
+        probe_outcomes = [A.Outcome(r["id"], A.PROBE_ONLY.label, b, float(_probe_majority_correct(r)),
+                                    float(r["usage"]["generated_tokens"]))
+                          for r in records if r["strategy"] == PROBE_LABEL and r["correct"] is not None
+                          for b in budgets if b >= r["budget"]["generated_tokens"]]
     return grid + probe_outcomes
 
 
