@@ -41,7 +41,8 @@ DEFAULT_CHOICE = ConfigChoice(label="best_of_n[majority]", strategy="best_of_n",
 class AutoConfig(SamplingOptions):
     """The probe, the early stop, and which allocator to follow."""
 
-    probe_samples: int = Field(4, ge=1, le=64, description="Samples in the difficulty probe.")
+    probe_samples: int = Field(4, ge=1, le=64, description="Samples in the difficulty probe (with an allocator, "
+                                                           "default: the probe it was calibrated with).")
     allocator: str | None = Field(None, description="Allocator file or name from `ttc calibrate`; None = default.")
     confident_agreement: float = Field(
         1.0, gt=0.0, le=1.0, description="Stop after the probe when this share of its samples agree.")
@@ -68,9 +69,15 @@ class Auto(Strategy):
             from ttc.allocator import load
 
             self._model = load(self.config.allocator)
+            if "probe_samples" not in self.config.model_fields_set:
+                # The probe the bins were fitted on (its features, and the rounds the early stop was tuned for).
+                self.config = self.config.model_copy(update={"probe_samples": self._model.probe_samples})
 
     def check(self, budget: Budget, has_scorer: bool) -> None:
         c = self.config
+        if budget.generated_tokens is None and self._model is None:
+            raise ConfigError("auto without an allocator spends the rest of a generated-token budget on best-of-N: "
+                              "give the budget as an int (generated tokens), or an allocator")
         if budget.generated_tokens is not None and budget.generated_tokens < c.probe_samples * c.max_tokens:
             raise BudgetError(f"budget={budget.generated_tokens} generated tokens cannot pay for the probe of "
                               f"probe_samples={c.probe_samples} x max_tokens={c.max_tokens}")
@@ -81,13 +88,13 @@ class Auto(Strategy):
         pool = ctx.pool
         try:
             probe = await ctx.sample(self.sampling_params(c.probe_samples, logprobs=0))
+            features = probe_features(probe, prompt_tokens=ctx.ledger.usage.prompt_tokens)
+            ctx.record("probe", samples=len(probe), **features.to_dict())
+            answer, best, votes = await ctx.offload(majority_vote, probe)
         except BaseException:
             if pool is not None:  # never leave the batch waiting for this prompt
                 pool.report(ctx.pool_key, ctx.ledger.usage.generated_tokens, hard=False)
             raise
-        features = probe_features(probe, prompt_tokens=ctx.ledger.usage.prompt_tokens)
-        ctx.record("probe", samples=len(probe), **features.to_dict())
-        answer, best, votes = await ctx.offload(majority_vote, probe)
         metrics: dict[str, Any] = {"probe": features.to_dict(), "probe_votes": votes}
         if pool is not None:
             # Batch mode: easy prompts hand back what they did not spend; hard ones share it.
@@ -112,7 +119,8 @@ class Auto(Strategy):
                                                  **where})
         # The chosen budget counts the probe when the strategy reuses its samples.
         sub_budget = left if decision is None else decision.budget - (spent if choice.strategy in PROBE_REUSING else 0)
-        sub_budget = None if sub_budget is None else min(sub_budget, left)
+        if sub_budget is not None and left is not None:
+            sub_budget = min(sub_budget, left)
         ctx.record("auto", decision="run", config=choice.label, budget_left=left, sub_budget=sub_budget, **where)
         metrics.update(decision="run", config=choice.label, sub_budget=sub_budget, **where)
         if choice.strategy in ("best_of_n", "repeated_sampling"):
@@ -131,8 +139,8 @@ class Auto(Strategy):
         selection = choice.options.get("selection", "majority") if choice.strategy == "best_of_n" else "majority"
         if "n" in choice.options:  # N counts the probe's samples
             more = max(0, int(choice.options["n"]) - len(probe))
-        elif sub_budget is None:
-            raise ConfigError(f"auto: the allocator's choice {choice.label!r} needs n or a generated-token budget")
+        elif sub_budget is None:  # check() refuses this without an allocator; with one, its budgets apply
+            raise ConfigError(f"auto: {choice.label!r} needs n or a generated-token budget")
         else:
             more = sub_budget // sampling.max_tokens
         margin = self.stop_margin()
@@ -149,9 +157,9 @@ class Auto(Strategy):
             drawn = await ctx.sample(SamplingParams(n=k, temperature=sampling.temperature, top_p=sampling.top_p,
                                                     max_tokens=sampling.max_tokens, stop=tuple(sampling.stop),
                                                     logprobs=logprobs))
-            rounds += 1
             if not drawn:  # the ledger could not pay for another round
                 break
+            rounds += 1
             candidates += drawn
             more -= k
         metrics.update(samples=len(candidates), rounds=rounds, stop_margin=margin)

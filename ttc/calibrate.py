@@ -1,14 +1,17 @@
 """`ttc calibrate`: run a grid on a calibration set, fit an allocator, and evaluate `auto` offline.
 
 The grid is the recipe's strategies x budgets, plus a probe configuration
-(repeated sampling with the probe's size); it runs through the ordinary,
-resumable recipe runner, so an interrupted calibration continues where it
-stopped. Evaluation is offline and cross-fitted: the allocator is fitted on
-all folds but one and judged on the held-out fold from the recorded outcomes,
-next to the best single fixed configuration and best-of-N majority at the same
-budgets. A prompt that `auto` stops after the probe is judged by the probe's
-majority answer at the probe's cost; otherwise auto's tokens are the probe's
-plus the chosen configuration's, so the probe's cost is never hidden.
+(the probe's size of samples, scored when the recipe has a verifier); it runs
+through the ordinary, resumable recipe runner, so an interrupted calibration
+continues where it stopped. Evaluation is offline and cross-fitted: the
+allocator is fitted on all folds but one and judged on the held-out fold, next
+to the best single fixed configuration and best-of-N majority at the same
+budgets. Best-of-N is judged by its expected accuracy over the samples recorded
+for each problem, and `auto` is simulated as it runs (its probe, then a
+best-of-N in rounds with its early stop, on random orders of those samples): a
+prompt it stops after the probe is judged by the probe's majority answer at the
+probe's cost, and otherwise its tokens are the probe's plus what it drew, so the
+probe's cost is never hidden. Other strategies are judged by their recorded run.
 """
 from __future__ import annotations
 
@@ -81,16 +84,16 @@ def grid_configs(recipe: Recipe) -> list[A.ConfigChoice]:
             for s in recipe.strategies if s.display() != PROBE_LABEL] + [A.PROBE_ONLY]
 
 
-def outcomes_from_records(records: Sequence[dict[str, Any]], probes: dict[str, "ProbeRecord"] | None = None,
-                          configs: Sequence[A.ConfigChoice] = ()) -> list[A.Outcome]:
+def outcomes_from_records(records: Sequence[dict[str, Any]], probes: dict[str, "ProbeRecord"],
+                          configs: Sequence[A.ConfigChoice]) -> list[A.Outcome]:
     """Grid outcomes, plus "probe_only" at every grid budget: the probe's own majority answer
     at the probe's cost, so the allocator can learn where stopping after the probe is enough.
 
-    With `probes` (from `probe_records`), a best-of-N run's outcome is its expected accuracy:
-    the mean over random N-subsets of every sample that configuration drew for the problem at
-    any budget (they are independent draws of one prompt with one sampling setting). One run's
-    right-or-wrong is a single coin flip; calibration decides on differences of a few points,
-    which one flip per problem cannot show.
+    A best-of-N run's outcome is its expected accuracy: the mean over random N-subsets of every
+    sample that configuration drew for the problem at any budget (`probes`, from
+    `probe_records`; they are independent draws of one prompt with one sampling setting). One
+    run's right-or-wrong is a single coin flip; calibration decides on differences of a few
+    points, which one flip per problem cannot show. Other strategies keep their recorded run.
     """
     selection = {c.label: c.options.get("selection", "majority") if c.strategy == "best_of_n" else "majority"
                  for c in configs}
@@ -99,21 +102,15 @@ def outcomes_from_records(records: Sequence[dict[str, Any]], probes: dict[str, "
         if r["strategy"] == PROBE_LABEL or r["correct"] is None:
             continue
         budget = int(r["budget"]["generated_tokens"])
-        pool = probes[r["id"]].more.get(r["strategy"]) if probes and r["id"] in probes else None
+        pool = probes[r["id"]].more.get(r["strategy"]) if r["id"] in probes else None
         if pool and r["strategy"] in selection:
             correct, tokens = expected_vote(pool, len(r["candidates"]), selection[r["strategy"]])
         else:
             correct, tokens = float(r["correct"]), float(r["usage"]["generated_tokens"])
         grid.append(A.Outcome(r["id"], r["strategy"], budget, correct, tokens))
     budgets = sorted({o.budget for o in grid})
-    if probes:  # the same probe answers the simulation of auto uses
-        probe_outcomes = [A.Outcome(pid, A.PROBE_ONLY.label, b, float(p.correct), p.tokens)
-                          for pid, p in probes.items() for b in budgets if b >= p.budget]
-    else:
-        probe_outcomes = [A.Outcome(r["id"], A.PROBE_ONLY.label, b, float(_probe_majority_correct(r)),
-                                    float(r["usage"]["generated_tokens"]))
-                          for r in records if r["strategy"] == PROBE_LABEL and r["correct"] is not None
-                          for b in budgets if b >= r["budget"]["generated_tokens"]]
+    probe_outcomes = [A.Outcome(pid, A.PROBE_ONLY.label, b, float(p.correct), p.tokens)
+                      for pid, p in probes.items() for b in budgets if b >= p.budget]
     return grid + probe_outcomes
 
 
@@ -152,7 +149,9 @@ def probe_records(records: Sequence[dict[str, Any]], configs: Sequence[A.ConfigC
     """Per problem: its probe, and every sample of each probe-reusing configuration (all budgets)."""
     from verifiers.answers import group_answers
 
-    reusing = {c.label for c in configs if c.strategy in A.PROBE_REUSING and c.strategy != "probe_only"}
+    # Simulated from samples: best-of-N whose scores are what results.jsonl keeps (the last step's).
+    reusing = {c.label for c in configs if c.strategy in A.PROBE_REUSING and c.strategy != "probe_only"
+               and (c.options.get("selection", "majority") == "majority" or c.options.get("aggregation", "last") == "last")}
     probes: dict[str, dict] = {}
     runs: dict[str, list[dict]] = defaultdict(list)
     for r in records:
@@ -203,9 +202,8 @@ def expected_vote(pool: Sequence[Draw], n: int, selection: str = "majority",
 
 def simulated_vote(draws: Sequence[Draw], selection: str = "majority") -> bool:
     """Whether best-of-N over `draws` answers correctly (ties to the answer seen first, as in majority_vote)."""
-    if selection == "verifier":
-        scored = [d for d in draws if d.cluster >= 0]
-        return bool(scored) and max(scored, key=lambda d: d.score or 0.0).correct
+    if selection == "verifier":  # the best-scored sample, answered or not (ties to the first, as best_scored)
+        return bool(draws) and max(draws, key=lambda d: d.score if d.score is not None else -math.inf).correct
     known = [d.score for d in draws if d.score is not None]
     # A sample without a score (a probe recorded before probes were scored) weighs what an average one does.
     neutral = sum(known) / len(known) if known else 1.0
@@ -255,6 +253,13 @@ def _best_of_n_run(seq: Sequence[Draw], start: int, selection: str, stop_margin:
     return simulated_vote(used, selection), float(sum(d.tokens for d in used))
 
 
+def _more_samples(d: A.Decision, probe: ProbeRecord, max_tokens: int) -> int:
+    """How many samples auto's best-of-N draws after the probe (as `Auto.run_best_of_n` counts them)."""
+    if "n" in d.config.options:
+        return max(0, int(d.config.options["n"]) - len(probe.draws))
+    return int(max(0.0, d.budget - probe.tokens) // int(d.config.options.get("max_tokens", max_tokens)))
+
+
 def auto_points(model: A.AllocatorModel, ids: Sequence[str], probes: dict[str, ProbeRecord], table: dict,
                 budgets: Sequence[int], *, max_tokens: int, confident_agreement: float = 1.0,
                 price_per_1k_tokens: float | None = None, stop_margin: int | None = None,
@@ -285,15 +290,16 @@ def auto_points(model: A.AllocatorModel, ids: Sequence[str], probes: dict[str, P
                 points[b].append((float(probe.correct), probe.tokens))
                 continue
             if d.config.strategy in A.PROBE_REUSING:
-                more = int(max(0.0, d.budget - probe.tokens) // max_tokens)
-                simulated = simulated_best_of_n(probe, d.label, more, d.config.options.get("selection", "majority"),
-                                                margin, orderings)
+                simulated = simulated_best_of_n(probe, d.label, _more_samples(d, probe, max_tokens),
+                                                d.config.options.get("selection", "majority"), margin, orderings)
                 if simulated is not None:
                     points[b].append(simulated)
                     continue
-            o = table.get((pid, d.label, d.budget))
-            if o is None:
+            # A recorded run: the largest recorded budget within the chosen one (which may be interpolated).
+            recorded = [o for o in (table.get((pid, d.label, x)) for x in budgets if x <= d.budget) if o is not None]
+            if not recorded:
                 continue
+            o = recorded[-1]
             # Without recorded samples, a probe-reusing run costs what the fixed configuration at
             # this budget cost (its first samples are the probe's); other strategies pay both.
             reuses_probe = d.config.strategy in A.PROBE_REUSING

@@ -377,7 +377,8 @@ def test_simulated_votes_follow_majority_weighted_and_verifier_rules():
     ds = draws((0, False, 10, 0.1), (1, True, 10, 0.9), (0, False, 10, 0.2), (-1, False, 10, 0.99))
     assert simulated_vote(ds, "majority") is False  # 2 votes to 1
     assert simulated_vote(ds, "weighted") is True  # 0.9 against 0.3
-    assert simulated_vote(ds, "verifier") is True  # the no-answer sample cannot win
+    assert simulated_vote(ds, "verifier") is False  # the best-scored sample has no answer (as best_scored picks it)
+    assert simulated_vote(ds[:3], "verifier") is True
     assert simulated_vote(draws((1, True, 5, None), (0, False, 5, None))) is True  # a tie goes to the first seen
     assert simulated_vote(draws((-1, False, 5, None))) is False
 
@@ -486,3 +487,67 @@ def test_calibrate_cli_reports_its_settings_and_refuses_bad_ones(tmp_path, monke
     assert all(c["score"] is not None for c in probe["candidates"])
     report = json.loads((tmp_path / "out" / "calibration.json").read_text())
     assert report["evaluation"]["stop_margin"] == 2 and len(report["settings_tried"]) == 36
+
+
+def weighted_allocator(tmp_path, monkeypatch, name="wtd", probe_samples=4, stop_margin=0):
+    """An allocator whose only choice (besides stopping) is verifier-weighted best-of-N."""
+    monkeypatch.setenv("TTC_HOME", str(tmp_path))
+    feats, outcomes = hopeless_and_medium()
+    weighted = A.ConfigChoice(label="cheap", strategy="best_of_n", options={"selection": "weighted"})
+    model = A.fit(feats, outcomes, [weighted, A.PROBE_ONLY], n_bins=2, probe_samples=probe_samples, shrinkage=0)
+    A.save(model.model_copy(update={"stop_margin": stop_margin}), A.allocator_path(name))
+    return name
+
+
+def test_auto_weighs_every_sample_probe_included_when_it_picks_a_weighted_best_of_n(tmp_path, monkeypatch):
+    from ttc.testing import FakeScorer
+
+    name = weighted_allocator(tmp_path, monkeypatch)
+    calls = iter(range(10**6))
+
+    def mostly_seven(prompt, rng):  # 7, 7, 7, 9, ...: 3 to 1, not unanimous, so auto runs the best-of-N
+        return f"step\n\nThe answer is \\boxed{{{9 if next(calls) % 4 == 3 else 7}}}"
+
+    # The verifier trusts 9 far more than 7: the weighted vote must follow it over the majority.
+    with Engine(generator=FakeGenerator(mostly_seven), scorer=FakeScorer(by_answer={"9": 1.0, "7": 0.01})) as e:
+        sol = e.solve("q", 1024, "auto", max_tokens=128, allocator=name)
+    assert sol.metrics["decision"] == "run" and sol.metrics["config"] == "cheap"
+    assert sol.answer == "9" and len(sol.candidates) > 4
+    assert all(c.step_scores for c in sol.candidates)  # the probe's samples were scored too
+    assert sol.metrics["votes"]["9"] > sol.metrics["votes"]["7"]
+    # Without a verifier the weighted choice is not allowed: the allocator stops after the probe.
+    with Engine(generator=FakeGenerator(mostly_seven)) as e:
+        sol = e.solve("q", 1024, "auto", max_tokens=128, allocator=name)
+    assert sol.metrics["decision"] == "stop_after_probe" and sol.answer == "7"
+
+
+def test_auto_probes_with_the_allocators_probe_size_unless_told(tmp_path, monkeypatch):
+    name = weighted_allocator(tmp_path, monkeypatch, probe_samples=2)
+    with fake_engine({"42": 1.0}) as e:
+        assert len(e.solve("q", 2000, "auto", max_tokens=100, allocator=name).candidates) == 2
+        assert len(e.solve("q", 2000, "auto", max_tokens=100, allocator=name, probe_samples=3).candidates) == 3
+
+
+def test_auto_without_an_allocator_needs_a_generated_token_budget():
+    from ttc.budget import Budget
+
+    with fake_engine({"42": 0.5, "7": 0.5}) as e, pytest.raises(ConfigError, match="give the budget as an int"):
+        e.solve("q", Budget(seconds=60), "auto", max_tokens=100)
+
+
+def test_auto_with_an_allocator_runs_under_a_budget_without_a_token_cap(tmp_path, monkeypatch):
+    from ttc.budget import Budget
+
+    name = weighted_allocator(tmp_path, monkeypatch)
+    calls = iter(range(10**6))
+
+    def mostly_seven(prompt, rng):
+        return f"step\n\nThe answer is \\boxed{{{9 if next(calls) % 4 == 3 else 7}}}"
+
+    from ttc.testing import FakeScorer
+
+    with Engine(generator=FakeGenerator(mostly_seven), scorer=FakeScorer()) as e:
+        sol = e.solve("q", Budget(seconds=60), "auto", max_tokens=128, allocator=name)
+    # Its largest calibrated budget (2048) applies: the probe plus (2048 - probe tokens) // 128 more.
+    assert sol.metrics["decision"] == "run" and sol.metrics["sub_budget"] == 2048 - sum(
+        c.num_tokens for c in sol.candidates[:4])
