@@ -4,6 +4,9 @@ Every prompt is first probed at the probe's own cost. Prompts whose probe is
 confident stop there; what the batch did not spend on probes is then split
 evenly among the prompts that are still hard. So compute moves from easy
 prompts to hard ones, and the batch as a whole never spends more than its total.
+A share is a cap, not a target: what a hard prompt leaves unspent (the
+allocator stopped it, or its best-of-N's vote settled early) is not handed on,
+because the other prompts' shares were fixed when it was split.
 """
 from __future__ import annotations
 
