@@ -551,3 +551,48 @@ def test_auto_with_an_allocator_runs_under_a_budget_without_a_token_cap(tmp_path
     # Its largest calibrated budget (2048) applies: the probe plus (2048 - probe tokens) // 128 more.
     assert sol.metrics["decision"] == "run" and sol.metrics["sub_budget"] == 2048 - sum(
         c.num_tokens for c in sol.candidates[:4])
+
+
+def test_the_simulation_spends_what_auto_spends_when_run(tmp_path, monkeypatch):
+    """Calibrate on the fakes, then run `auto` for real on the same problems: the simulated and the
+    real spend must agree, and so, roughly, must accuracy."""
+    from ttc.calibrate import auto_points, grid_configs, outcomes_from_records, probe_records
+    from ttc.recipe import parse_recipe
+    from ttc.results import ResultsLog
+    from ttc.runner import run_recipe
+
+    monkeypatch.setenv("TTC_HOME", str(tmp_path / "home"))
+    # Every prompt draws 3, 4 or 5; the reference is 3 for some prompts, 4 or 5 for others.
+    (tmp_path / "qs.jsonl").write_text("".join(json.dumps({"problem": f"question {i}", "answer": str(3 + i % 3)}) + "\n"
+                                               for i in range(40)))
+    data = {"name": "sim", "generator": {"backend": "fake", "options": {"answers": {"3": 0.4, "4": 0.35, "5": 0.25}}},
+            "verifier": {"name": "mean_logprob"},
+            "dataset": {"source": str(tmp_path / "qs.jsonl")},
+            "sampling": {"max_tokens": 32},
+            "strategy": [{"name": "best_of_n", "label": "majority"},
+                         {"name": "best_of_n", "selection": "weighted", "label": "weighted"}],
+            "budget": [128, 512], "output": str(tmp_path / "cal")}
+    recipe = parse_recipe(data)
+    report = calibrate(recipe, probe_samples=4, progress=False)
+    model = A.load(report["allocator"][-1]).model_copy(update={"stop_margin": 2, "price_per_1k_tokens": 0.0})
+    A.save(model, A.allocator_path("sim"))
+    records = ResultsLog(tmp_path / "cal" / "results.jsonl").load()
+    configs = grid_configs(recipe)
+    probes = probe_records(records, configs)
+    outcomes = outcomes_from_records(records, probes, configs)
+    table = {(o.problem_id, o.config, o.budget): o for o in outcomes}
+    simulated = auto_points(model, sorted(probes), probes, table, [512], max_tokens=32)[512]
+
+    # The same fake seed draws the calibration's probes again (a fresh generator, the same first request
+    # per prompt), so auto decides as simulated and this checks the rest: the rounds, early stops and
+    # what they cost. With fresh probes the decisions themselves move (40 problems; the bench checks that).
+    live_data = {**data, "strategy": [{"name": "auto", "allocator": "sim", "label": "auto"}], "budget": [512],
+                 "output": str(tmp_path / "live")}
+    run_recipe(parse_recipe(live_data), progress=False, make_plots=False)
+    live = ResultsLog(tmp_path / "live" / "results.jsonl").load()
+    assert len(live) == len(simulated) == 40
+    sim_tokens = sum(t for _, t in simulated) / 40
+    live_tokens = sum(r["usage"]["generated_tokens"] for r in live) / 40
+    assert live_tokens == pytest.approx(sim_tokens, rel=0.1)
+    assert any(r["metrics"].get("rounds", 0) < 3 for r in live if r["metrics"].get("decision") == "run")  # early stops
+    assert sum(bool(r["correct"]) for r in live) / 40 == pytest.approx(sum(c for c, _ in simulated) / 40, abs=0.15)
