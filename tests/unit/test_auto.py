@@ -178,3 +178,13 @@ def test_auto_with_an_allocator_runs_under_a_budget_without_a_token_cap(tmp_path
     # Its largest calibrated budget (2048) applies: the probe plus (2048 - probe tokens) // 128 more.
     assert sol.metrics["decision"] == "run" and sol.metrics["sub_budget"] == 2048 - sum(
         c.num_tokens for c in sol.candidates[:4])
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("stop_margin", -1, "auto.stop_margin: Input should be greater than or equal to 0, got -1"),
+    ("stop_margin", "two", "auto.stop_margin: Input should be a valid integer"),
+    ("price_per_1k_tokens", -0.5, "auto.price_per_1k_tokens: Input should be greater than or equal to 0, got -0.5"),
+])
+def test_bad_auto_options_are_refused_before_anything_is_spent(option, value, message):
+    with fake_engine({"42": 1.0}) as e, pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        e.solve("q", 2000, "auto", max_tokens=100, **{option: value})

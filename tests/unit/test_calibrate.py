@@ -210,3 +210,11 @@ def test_the_simulation_spends_what_auto_spends_when_run(tmp_path, monkeypatch):
     assert live_tokens == pytest.approx(sim_tokens, rel=0.1)
     assert any(r["metrics"].get("rounds", 0) < 3 for r in live if r["metrics"].get("decision") == "run")  # early stops
     assert sum(bool(r["correct"]) for r in live) / 40 == pytest.approx(sum(c for c, _ in simulated) / 40, abs=0.15)
+
+
+def test_calibrate_cli_refuses_a_negative_stop_margin_before_running_anything(tmp_path, capsys):
+    from ttc import cli
+
+    assert cli.main(["calibrate", str(tmp_path / "never_read.yaml"), "--stop-margin", "-1"]) == 2
+    assert "--stop-margin must be at least 0, got -1" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
