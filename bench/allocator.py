@@ -57,12 +57,12 @@ def live_data(allocator: str, per_level: int, out: Path) -> dict:
 
 
 def live_curve(records: list[dict]) -> list[dict]:
-    by_budget = defaultdict(list)
+    from ttc.calibrate import accuracy_curve
+
+    points = defaultdict(list)
     for r in records:
-        by_budget[int(r["budget"]["generated_tokens"])].append(r)
-    return [{"budget": b, "accuracy": sum(bool(r["correct"]) for r in rs) / len(rs),
-             "tokens": sum(r["usage"]["generated_tokens"] for r in rs) / len(rs), "problems": len(rs)}
-            for b, rs in sorted(by_budget.items())]
+        points[int(r["budget"]["generated_tokens"])].append((float(bool(r["correct"])), r["usage"]["generated_tokens"]))
+    return accuracy_curve(points)
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from strategies.base import Outcome, Strategy
 from strategies.selection import best_scored, majority_vote
-from ttc.allocator import PROBE_REUSING, ConfigChoice, Decision, probe_features, vote_settled
+from ttc.allocator import PROBE_REUSING, ConfigChoice, Decision, probe_features, selection_of, vote_settled
 from ttc.budget import Budget
 from ttc.config import SamplingOptions
 from ttc.context import SearchContext
@@ -136,7 +136,7 @@ class Auto(Strategy):
         # The choice's own sampling settings (those calibration ran it with) override auto's.
         sampling = self.config.model_copy(update={k: v for k, v in choice.options.items()
                                                   if k in SamplingOptions.model_fields})
-        selection = choice.options.get("selection", "majority") if choice.strategy == "best_of_n" else "majority"
+        selection = selection_of(choice)
         if "n" in choice.options:  # N counts the probe's samples
             more = max(0, int(choice.options["n"]) - len(probe))
         elif sub_budget is None:  # check() refuses this without an allocator; with one, its budgets apply

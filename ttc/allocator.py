@@ -140,6 +140,11 @@ class AllocatorModel(StrictModel):
 PROBE_REUSING = ("best_of_n", "repeated_sampling", "probe_only")
 
 
+def selection_of(config: ConfigChoice) -> str:
+    """How a configuration picks its answer: best-of-N's `selection`; every other strategy votes."""
+    return config.options.get("selection", "majority") if config.strategy == "best_of_n" else "majority"
+
+
 def vote_settled(counts: Sequence[int], stop_margin: int) -> bool:
     """Whether a vote with these per-answer counts is settled: the leading answer has at least
     `stop_margin` more votes than the runner-up (0 = never settled early). Raw counts, also for a

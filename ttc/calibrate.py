@@ -61,16 +61,6 @@ def _trajectories(record: dict[str, Any]) -> list:
     return [Trajectory([], c["num_tokens"], c["finish_reason"], answer=c["answer"]) for c in record["candidates"]]
 
 
-def _probe_majority_correct(record: dict[str, Any]) -> bool:
-    """Whether the probe's majority answer (what auto answers when it stops after the probe) was correct."""
-    from strategies.selection import majority_vote
-
-    _, best, _ = majority_vote(_trajectories(record))
-    if best is None or best.answer is None:
-        return False
-    return bool(next(c["correct"] for c in record["candidates"] if c["answer"] == best.answer))
-
-
 def pass1_from_records(records: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Each problem's pass@1 over every sample the calibration drew for it (probe included)."""
     seen: dict[str, list[float]] = defaultdict(list)
@@ -95,8 +85,7 @@ def outcomes_from_records(records: Sequence[dict[str, Any]], probes: dict[str, "
     run's right-or-wrong is a single coin flip; calibration decides on differences of a few
     points, which one flip per problem cannot show. Other strategies keep their recorded run.
     """
-    selection = {c.label: c.options.get("selection", "majority") if c.strategy == "best_of_n" else "majority"
-                 for c in configs}
+    selection = {c.label: A.selection_of(c) for c in configs}
     grid = []
     for r in records:
         if r["strategy"] == PROBE_LABEL or r["correct"] is None:
@@ -151,7 +140,7 @@ def probe_records(records: Sequence[dict[str, Any]], configs: Sequence[A.ConfigC
 
     # Simulated from samples: best-of-N whose scores are what results.jsonl keeps (the last step's).
     reusing = {c.label for c in configs if c.strategy in A.PROBE_REUSING and c.strategy != "probe_only"
-               and (c.options.get("selection", "majority") == "majority" or c.options.get("aggregation", "last") == "last")}
+               and (A.selection_of(c) == "majority" or c.options.get("aggregation", "last") == "last")}
     probes: dict[str, dict] = {}
     runs: dict[str, list[dict]] = defaultdict(list)
     for r in records:
@@ -173,10 +162,12 @@ def probe_records(records: Sequence[dict[str, Any]], configs: Sequence[A.ConfigC
         for r in ordered[1:]:
             per_label[r["strategy"]] += draws[cut:cut + len(r["candidates"])]
             cut += len(r["candidates"])
+        probe_draws = draws[:len(probe["candidates"])]
         out[pid] = ProbeRecord(
             features=A.probe_features(_trajectories(probe), prompt_tokens=int(probe["usage"].get("prompt_tokens", 0))),
             tokens=float(probe["usage"]["generated_tokens"]), budget=int(probe["budget"]["generated_tokens"]),
-            correct=_probe_majority_correct(probe), draws=draws[:len(probe["candidates"])], more=dict(per_label))
+            # auto's answer when it stops after the probe: the probe's majority
+            correct=simulated_vote(probe_draws, "majority"), draws=probe_draws, more=dict(per_label))
     return out
 
 
@@ -291,7 +282,7 @@ def auto_points(model: A.AllocatorModel, ids: Sequence[str], probes: dict[str, P
                 continue
             if d.config.strategy in A.PROBE_REUSING:
                 simulated = simulated_best_of_n(probe, d.label, _more_samples(d, probe, max_tokens),
-                                                d.config.options.get("selection", "majority"), margin, orderings)
+                                                A.selection_of(d.config), margin, orderings)
                 if simulated is not None:
                     points[b].append(simulated)
                     continue
@@ -307,7 +298,8 @@ def auto_points(model: A.AllocatorModel, ids: Sequence[str], probes: dict[str, P
     return points
 
 
-def _curve(points: dict[int, list[tuple[bool, float]]]) -> list[dict[str, float]]:
+def accuracy_curve(points: dict[int, list[tuple[float, float]]]) -> list[dict[str, float]]:
+    """Per budget: mean accuracy and mean tokens over (accuracy, tokens) points."""
     return [{"budget": b, "accuracy": sum(c for c, _ in v) / len(v), "tokens": sum(t for _, t in v) / len(v),
              "problems": len(v)} for b, v in sorted(points.items()) if v]
 
@@ -325,10 +317,10 @@ def compare(auto: dict[int, list], outcomes: Sequence[A.Outcome], configs: Seque
         for o in outcomes:
             if o.config == c.label and o.problem_id in times:
                 pts[o.budget] += [(o.correct, o.tokens)] * times[o.problem_id]
-        per_config[c.label] = _curve(pts)
+        per_config[c.label] = accuracy_curve(pts)
     # The best single fixed configuration, chosen with hindsight on these problems (a strong baseline).
     best_fixed = max(per_config, key=lambda l: (sum(p["accuracy"] for p in per_config[l]), l))
-    result = {"problems": len(ids), "budgets": sorted({o.budget for o in outcomes}), "auto": _curve(auto),
+    result = {"problems": len(ids), "budgets": sorted({o.budget for o in outcomes}), "auto": accuracy_curve(auto),
               "best_fixed": {"config": best_fixed, "curve": per_config[best_fixed]}, "configs": per_config}
     if majority_label is not None and per_config.get(majority_label):
         bon = per_config[majority_label]
@@ -468,5 +460,4 @@ def calibrate(recipe: Recipe, *, probe_samples: int = 4, n_bins: int = 3, name: 
 
 def majority_label(configs: Sequence[A.ConfigChoice]) -> str | None:
     """The grid's best-of-N majority configuration (what auto is compared with), if it has one."""
-    return next((c.label for c in configs if c.strategy == "best_of_n"
-                 and c.options.get("selection", "majority") == "majority"), None)
+    return next((c.label for c in configs if c.strategy == "best_of_n" and A.selection_of(c) == "majority"), None)
