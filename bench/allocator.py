@@ -73,13 +73,13 @@ def main() -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("TTC_HOME", str(Path(args.out).resolve() / "home"))
 
-    from ttc import allocator as A
+    from strategies.auto import allocator as A
     from ttc.calibrate import (auto_points, calibrate, compare, grid_configs, outcomes_from_records, probe_recipe,
                                probe_records, tokens_to_reach)
     from ttc.engine import Engine
-    from ttc.recipe import parse_recipe
-    from ttc.results import ResultsLog
-    from ttc.runner import run_recipe
+    from ttc.evaluation.recipe import parse_recipe
+    from ttc.evaluation.results import ResultsLog
+    from ttc.evaluation.runner import run_recipe
 
     out = Path(args.out)
     calib = parse_recipe(recipe_data(0, args.per_level, out))
@@ -167,7 +167,7 @@ def bootstrap_ratio(model, ids, probes, outcomes, configs, table, rounds: int = 
 
 
 def plot(rows, path: Path) -> None:
-    from ttc.report import accuracy_vs_tokens_plot
+    from ttc.evaluation.report import accuracy_vs_tokens_plot
 
     accuracy_vs_tokens_plot([(name, [(p["tokens"], p["accuracy"]) for p in curve]) for name, curve in rows], path,
                             xlabel="generated tokens per problem (mean, probe included for auto)",

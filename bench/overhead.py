@@ -51,7 +51,7 @@ def main() -> None:
     from vllm.sampling_params import RequestOutputKind
 
     from ttc.engine import Engine
-    from ttc.types import Problem
+    from ttc.core.types import Problem
 
     engine = Engine(backend="vllm", model=args.model).start()
     gen = engine._generator  # the same AsyncLLM serves both paths

@@ -29,7 +29,7 @@ PROBLEMS = 16
 
 
 def recipe(out: Path, cluster: bool):
-    from ttc.recipe import parse_recipe
+    from ttc.evaluation.recipe import parse_recipe
 
     data = {
         "name": "ray_overhead", "generator": {"backend": "vllm"},
@@ -44,7 +44,7 @@ def recipe(out: Path, cluster: bool):
 
 
 def timed_run(engine, out: Path, cluster: bool) -> float:
-    from ttc.runner import run_recipe
+    from ttc.evaluation.runner import run_recipe
 
     t = time.perf_counter()
     run_recipe(recipe(out, cluster), engine=engine, progress=False, make_plots=False)
@@ -53,7 +53,7 @@ def timed_run(engine, out: Path, cluster: bool) -> float:
 
 def killed_run(engine, out: Path, kill_after_s: float) -> dict:
     """A Ray run whose replica is SIGKILLed `kill_after_s` into the run (half a normal run's time)."""
-    from ttc.runner import run_recipe
+    from ttc.evaluation.runner import run_recipe
 
     pid = engine._generator.stats()["replicas"][0]["pid"]
     before = dict(engine._generator.stats())

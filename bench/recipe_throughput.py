@@ -29,8 +29,8 @@ def main() -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
     from ttc.engine import Engine
-    from ttc.recipe import load_recipe
-    from ttc.runner import run_recipe
+    from ttc.evaluation.recipe import load_recipe
+    from ttc.evaluation.runner import run_recipe
 
     overrides = {"budget": args.budget, "dataset.per_level": args.per_level,
                  "strategy": [{"name": "best_of_n", "selection": "majority", "label": "majority"}]}

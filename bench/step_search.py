@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
-    from ttc.datasets import DatasetConfig, load_problems
+    from ttc.evaluation.datasets import DatasetConfig, load_problems
     from ttc.engine import Engine
 
     problems = load_problems(DatasetConfig(source="arithmetic", levels=["add2", "mul1"],

@@ -1,30 +1,19 @@
-"""The Strategy interface: pure control flow over a SearchContext.
+"""What strategies that draw N whole samples share: the N option and how a budget sizes it.
 
-A strategy never imports a backend. It asks its context for samples and
-scores (the context charges the ledger), and returns an Outcome: the chosen
-answer and trajectory, every candidate, and figures worth reporting.
+The Strategy protocol itself (hooks, capabilities, Outcome) is declared in
+`ttc.core.plugins`; it is re-exported here because plugin authors subclass it
+from this address.
 """
 from __future__ import annotations
 
-import abc
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
 from pydantic import Field
 
-from ttc.budget import Budget
-from ttc.config import SamplingOptions, validate
-from ttc.context import SearchContext
-from ttc.errors import BudgetError, ConfigError
-from ttc.types import SamplingParams, Trajectory
+from ttc.core.budget import Budget
+from ttc.core.config import SamplingOptions
+from ttc.core.errors import BudgetError, ConfigError
+from ttc.core.plugins import Outcome, Strategy
 
-
-@dataclass
-class Outcome:
-    answer: str | None
-    best: Trajectory | None
-    candidates: list[Trajectory]
-    metrics: dict[str, Any] = field(default_factory=dict)
+__all__ = ["Outcome", "SampledStrategy", "SampledStrategyConfig", "Strategy", "samples_for_budget"]
 
 
 class SampledStrategyConfig(SamplingOptions):
@@ -33,36 +22,15 @@ class SampledStrategyConfig(SamplingOptions):
     n: int | None = Field(None, ge=1, le=4096, description="Samples to draw; None = as many as the budget pays for.")
 
 
-class Strategy(abc.ABC):
-    name: ClassVar[str]
-    Config: ClassVar[type[SamplingOptions]]
-    #: True when the strategy cannot run without a scorer.
-    needs_scorer: ClassVar[bool] = False
+class SampledStrategy(Strategy):
+    """A strategy whose width is N samples: a budget that cannot pay for one is refused up front."""
 
-    def __init__(self, config: SamplingOptions | None = None):
-        self.config = config if config is not None else self.Config()
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any] | None) -> "Strategy":
-        """Validate user options; every bad field is reported at once."""
-        return cls(validate(cls.Config, options, prefix=cls.name))
+    Config = SampledStrategyConfig
+    reuses_probe = True
 
     def check(self, budget: Budget, has_scorer: bool) -> None:
-        """Reject a run that cannot work before any compute is spent."""
-        if self.needs_scorer and not has_scorer:
-            raise ConfigError(f"strategy {self.name!r} needs a verifier; set one (e.g. verifier='mean_logprob')")
-        if isinstance(self.config, SampledStrategyConfig):
-            samples_for_budget(self.config.n, self.config.max_tokens, budget)  # raises if it cannot pay for one
-
-    @abc.abstractmethod
-    async def run(self, ctx: SearchContext) -> Outcome:
-        """Spend the context's budget and pick an answer."""
-
-    # ---- helpers shared by sampling strategies -------------------------------------------------
-    def sampling_params(self, n: int, logprobs: int | None = None) -> SamplingParams:
-        c = self.config
-        return SamplingParams(n=n, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_tokens,
-                              stop=tuple(c.stop), logprobs=logprobs)
+        super().check(budget, has_scorer)
+        samples_for_budget(self.config.n, self.config.max_tokens, budget)  # raises if it cannot pay for one
 
 
 def samples_for_budget(n: int | None, max_tokens: int, budget: Budget) -> int:

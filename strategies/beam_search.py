@@ -11,9 +11,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from strategies.base import Outcome
-from strategies.step_search import BeamWidthConfig, StepSearch, top_k
-from ttc.context import SearchContext
-from ttc.types import Trajectory
+from strategies.step_search import BeamWidthConfig, BeamWidthSearch, top_k
+from ttc.core.context import SearchContext
+from ttc.core.types import Trajectory
 
 
 class BeamSearchConfig(BeamWidthConfig):
@@ -22,10 +22,9 @@ class BeamSearchConfig(BeamWidthConfig):
     lookahead: int = Field(0, ge=0, le=10, description="Extra greedy steps rolled out to rank a candidate.")
 
 
-class BeamSearch(StepSearch):
+class BeamSearch(BeamWidthSearch):
     name = "beam_search"
     Config = BeamSearchConfig
-    width_multiple_of = "beam_width"
 
     async def run(self, ctx: SearchContext) -> Outcome:
         c = self.config

@@ -9,12 +9,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from strategies.base import Outcome, SampledStrategyConfig, Strategy, samples_for_budget
-from strategies.selection import best_scored, majority_vote
-from ttc.budget import Budget
-from ttc.context import SearchContext
-from ttc.errors import ConfigError
-from verifiers.aggregation import Aggregation, aggregate
+from strategies.base import Outcome, SampledStrategy, SampledStrategyConfig, samples_for_budget
+from ttc.core.context import SearchContext
+from ttc.core.aggregation import Aggregation
+from ttc.core.selection import choose
 
 
 class BestOfNConfig(SampledStrategyConfig):
@@ -26,40 +24,24 @@ class BestOfNConfig(SampledStrategyConfig):
     aggregation: Aggregation = Field("last", description="How per-step scores become one: last, min, prod, mean.")
 
 
-class BestOfN(Strategy):
+class BestOfN(SampledStrategy):
     name = "best_of_n"
     Config = BestOfNConfig
 
-    def check(self, budget: Budget, has_scorer: bool) -> None:
-        super().check(budget, has_scorer)
-        if self.config.selection != "majority" and not has_scorer:
-            raise ConfigError(
-                f"best_of_n.selection={self.config.selection!r} needs a verifier; "
-                "set one (e.g. verifier='mean_logprob') or use selection='majority'"
-            )
+    def needs_scorer(self) -> bool:
+        return self.config.selection != "majority"
+
+    def selection(self) -> str:
+        return self.config.selection
 
     async def run(self, ctx: SearchContext) -> Outcome:
         c = self.config
         n = samples_for_budget(c.n, c.max_tokens, ctx.ledger.budget)
-        needs_scores = c.selection != "majority"
-        logprobs = 0 if needs_scores and getattr(ctx.scorer, "needs_logprobs", False) else None
+        logprobs = 0 if self.needs_scorer() and ctx.scorer is not None and ctx.scorer.needs_logprobs else None
         ctx.record("sample", n=n, max_tokens=c.max_tokens)
-        candidates = await ctx.sample(self.sampling_params(n, logprobs=logprobs))
-        metrics = {"samples_requested": n, "samples": len(candidates), "selection": c.selection}
-        if not needs_scores or not candidates:
-            answer, best, votes = await ctx.offload(majority_vote, candidates)
-            metrics["votes"] = votes
-            return Outcome(answer, best, candidates, metrics)
-        step_scores = await ctx.score(candidates)
-        if step_scores is None:  # verifier budget spent: fall back to the vote rather than lose the samples
-            ctx.record("selection_fallback", reason="verifier budget exhausted", selection="majority")
-            answer, best, votes = await ctx.offload(majority_vote, candidates)
-            metrics.update(votes=votes, selection="majority (verifier budget exhausted)")
-            return Outcome(answer, best, candidates, metrics)
-        scores = [aggregate(s, c.aggregation) for s in step_scores]
-        ctx.record("scored", scores=[round(s, 6) for s in scores])
-        if c.selection == "verifier":
-            answer, best = best_scored(candidates, scores)
-        else:
-            answer, best, metrics["votes"] = await ctx.offload(majority_vote, candidates, scores)
-        return Outcome(answer, best, candidates, metrics)
+        candidates = await ctx.sample(c.params(n, logprobs=logprobs))
+        choice = await choose(ctx, candidates, c.selection, c.aggregation)
+        metrics = {"samples_requested": n, "samples": len(candidates), "selection": choice.selection}
+        if choice.votes is not None:
+            metrics["votes"] = choice.votes
+        return Outcome(choice.answer, choice.best, candidates, metrics)

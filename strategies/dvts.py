@@ -9,19 +9,18 @@ best child finished is done.
 from __future__ import annotations
 
 from strategies.base import Outcome
-from strategies.step_search import BeamWidthConfig, StepSearch, top_k
-from ttc.context import SearchContext
-from ttc.types import Trajectory
+from strategies.step_search import BeamWidthConfig, BeamWidthSearch, top_k
+from ttc.core.context import SearchContext
+from ttc.core.types import Trajectory
 
 
 class DVTSConfig(BeamWidthConfig):
     """N/M independent subtrees, each expanding its best node M times per step."""
 
 
-class DVTS(StepSearch):
+class DVTS(BeamWidthSearch):
     name = "dvts"
     Config = DVTSConfig
-    width_multiple_of = "beam_width"
 
     async def run(self, ctx: SearchContext) -> Outcome:
         c = self.config

@@ -22,9 +22,9 @@ from pydantic import Field
 from strategies.base import Outcome
 from strategies.rebase import softmax
 from strategies.step_search import StepSearch, StepSearchConfig
-from ttc.context import SearchContext
-from ttc.types import Trajectory
-from verifiers.aggregation import aggregate
+from ttc.core.context import SearchContext
+from ttc.core.types import Trajectory
+from ttc.core.aggregation import aggregate
 
 
 class ParticleFilteringConfig(StepSearchConfig):

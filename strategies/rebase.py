@@ -15,8 +15,8 @@ from pydantic import Field
 
 from strategies.base import Outcome
 from strategies.step_search import StepSearch, StepSearchConfig
-from ttc.context import SearchContext
-from ttc.types import Trajectory
+from ttc.core.context import SearchContext
+from ttc.core.types import Trajectory
 
 
 class RebaseConfig(StepSearchConfig):

@@ -7,25 +7,26 @@ answer is the most common one, so the strategy is usable without a reference;
 """
 from __future__ import annotations
 
-from strategies.base import Outcome, SampledStrategyConfig, Strategy, samples_for_budget
-from strategies.selection import majority_vote
-from ttc.context import SearchContext
+from strategies.base import Outcome, SampledStrategy, SampledStrategyConfig, samples_for_budget
+from ttc.core.selection import select
+from ttc.core.context import SearchContext
 
 
 class RepeatedSamplingConfig(SampledStrategyConfig):
     """N samples; coverage reported when a reference answer is known."""
 
 
-class RepeatedSampling(Strategy):
+class RepeatedSampling(SampledStrategy):
     name = "repeated_sampling"
     Config = RepeatedSamplingConfig
 
     async def run(self, ctx: SearchContext) -> Outcome:
         n = samples_for_budget(self.config.n, self.config.max_tokens, ctx.ledger.budget)
         ctx.record("sample", n=n, max_tokens=self.config.max_tokens)
-        candidates = await ctx.sample(self.sampling_params(n))
-        answer, best, votes = await ctx.offload(majority_vote, candidates)
-        metrics = {"samples_requested": n, "samples": len(candidates), "votes": votes}
+        candidates = await ctx.sample(self.config.params(n))
+        vote = await ctx.offload(select, candidates, "majority")
+        answer, best = vote.answer, vote.best
+        metrics = {"samples_requested": n, "samples": len(candidates), "votes": vote.votes}
         if ctx.problem.reference is not None:
             metrics["coverage"] = any(c.correct for c in candidates)
             metrics["correct_samples"] = sum(bool(c.correct) for c in candidates)

@@ -13,21 +13,21 @@ from typing import Literal, Sequence
 
 from pydantic import Field, model_validator
 
-from strategies.base import Outcome, SampledStrategyConfig, Strategy, samples_for_budget
-from strategies.selection import best_scored, majority_vote
-from ttc.budget import Budget
-from ttc.context import SearchContext
-from ttc.errors import BudgetError, ConfigError
-from ttc.types import Completion, GenerationRequest, SamplingParams, Trajectory
-from verifiers.aggregation import Aggregation, aggregate
-from verifiers.answers import has_final_answer
+from strategies.base import Outcome, SampledStrategy, SampledStrategyConfig, samples_for_budget
+from ttc.core.selection import choose
+from ttc.core.budget import Budget
+from ttc.core.context import STEP_SEPARATOR, SearchContext
+from ttc.core.errors import BudgetError, ConfigError
+from ttc.core.types import Completion, GenerationRequest, SamplingParams, Trajectory
+from ttc.core.aggregation import Aggregation, aggregate
+from ttc.core.answers import has_final_answer
 
 
 class StepSearchConfig(SampledStrategyConfig):
     """Options shared by step-level searches; `max_tokens` caps a whole trajectory."""
 
     max_tokens: int = Field(512, ge=1, le=131072, description="Most tokens in one whole trajectory.")
-    separator: str = Field("\n\n", min_length=1, description="Text that ends a step.")
+    step_separator: str = Field(STEP_SEPARATOR, min_length=1, description="Text that ends a step.")
     max_steps: int = Field(12, ge=1, le=1000, description="Most steps in one trajectory.")
     max_step_tokens: int = Field(128, ge=1, description="Most tokens in one step.")
     aggregation: Aggregation = Field("last", description="Per-step scores -> one: last, min, prod, mean.")
@@ -47,23 +47,27 @@ class BeamWidthConfig(StepSearchConfig):
         return self
 
 
-class StepSearch(Strategy):
+class StepSearch(SampledStrategy):
     """Base of step-level searches: expansion, scoring, tracing and the final choice."""
 
     Config = StepSearchConfig
-    needs_scorer = True
-    #: Width must be a multiple of this option's value (beam_width for beam search and DVTS).
-    width_multiple_of: str | None = None
+    reuses_probe = False  # its trajectories grow step by step: whole-sample probes are not its nodes
+
+    def needs_scorer(self) -> bool:
+        return True  # nodes are ranked by score during the search, whatever the final selection
+
+    def selection(self) -> str:
+        return self.config.selection
 
     def width(self, budget: Budget) -> int:
         """N as given, or as many whole trajectories as the token budget pays for."""
         c = self.config
         n = samples_for_budget(c.n, c.max_tokens, budget)
-        m = getattr(c, self.width_multiple_of) if self.width_multiple_of else 1
+        m = self.width_multiple()
         if c.n is None:
             n -= n % m
             if n < m:
-                raise BudgetError(f"budget={budget.generated_tokens} pays for fewer than {self.width_multiple_of}={m} "
+                raise BudgetError(f"budget={budget.generated_tokens} pays for fewer than beam_width={m} "
                                   f"trajectories of max_tokens={c.max_tokens}; raise the budget or lower max_tokens")
         return n
 
@@ -72,12 +76,11 @@ class StepSearch(Strategy):
         self.width(budget)
 
     # ---- expansion --------------------------------------------------------------------------------
-    def step_params(self, parent: Trajectory | None, n: int) -> SamplingParams:
+    def step_params(self, parent: Trajectory | None, n: int, *, greedy: bool = False) -> SamplingParams:
         c = self.config
         used = parent.num_tokens if parent else 0
-        return SamplingParams(n=n, temperature=c.temperature, top_p=c.top_p,
-                              max_tokens=max(1, min(c.max_step_tokens, c.max_tokens - used)),
-                              stop=(c.separator, *c.stop))
+        return c.params(n, max_tokens=max(1, min(c.max_step_tokens, c.max_tokens - used)), stop=(c.step_separator,),
+                        greedy=greedy)
 
     async def extend(self, ctx: SearchContext, parents: Sequence[Trajectory | None], counts: Sequence[int],
                      *, greedy: bool = False) -> list[list[Trajectory]]:
@@ -88,9 +91,8 @@ class StepSearch(Strategy):
         live = [i for i, (p, k) in enumerate(zip(parents, counts)) if k > 0 and (p is None or not p.finished)]
         requests = []
         for i in live:
-            params = self.step_params(parents[i], counts[i])
             requests.append(GenerationRequest(ctx.prompt + (parents[i].text if parents[i] else ""),
-                                              params.replace(temperature=0.0) if greedy else params))
+                                              self.step_params(parents[i], counts[i], greedy=greedy)))
         results = await ctx.generate(requests, keep=False) if requests else []
         children: list[list[Trajectory]] = [[] for _ in parents]
         for i, result in zip(live, results):
@@ -103,7 +105,7 @@ class StepSearch(Strategy):
         c = self.config
         steps = (list(parent.steps) if parent else []) + [completion.text]
         tokens = (parent.num_tokens if parent else 0) + completion.num_tokens
-        ended_step = completion.finish_reason == "stop" and completion.stop_reason == c.separator
+        ended_step = completion.finish_reason == "stop" and completion.stop_reason == c.step_separator
         if completion.finish_reason == "abort":
             finished, reason = True, "abort"
         elif completion.finish_reason == "stop" and not ended_step:
@@ -146,16 +148,23 @@ class StepSearch(Strategy):
     async def finish(self, ctx: SearchContext, completed: list[Trajectory], active: list[Trajectory],
                      metrics: dict) -> Outcome:
         """Pick the answer among finished trajectories (or, if none finished, the live ones)."""
-        pool = completed or active
-        scores = [aggregate(t.step_scores, self.config.aggregation) for t in pool]
-        sel = self.config.selection
-        if sel == "verifier":
-            answer, best = best_scored(pool, scores)
-        else:
-            weights = [max(s, 0.0) for s in scores] if sel == "weighted" else None
-            answer, best, metrics["votes"] = await ctx.offload(majority_vote, pool, weights)
-        metrics.update(completed=len(completed), selection=sel, steps_searched=metrics.get("steps_searched", 0))
-        return Outcome(answer, best, list(pool), metrics)
+        finalists = completed or active
+        choice = await choose(ctx, finalists, self.config.selection, self.config.aggregation, rescore=False)
+        if choice.votes is not None:
+            metrics["votes"] = choice.votes
+        metrics.update(completed=len(completed), selection=choice.selection,
+                       steps_searched=metrics.get("steps_searched", 0))
+        return Outcome(choice.answer, choice.best, list(finalists), metrics)
+
+
+
+class BeamWidthSearch(StepSearch):
+    """A step search whose width N is a multiple of its beam width M (beam search, DVTS)."""
+
+    Config = BeamWidthConfig
+
+    def width_multiple(self) -> int:
+        return self.config.beam_width
 
 
 def top_k(nodes: Sequence[Trajectory], scores: Sequence[float], k: int) -> list[int]:

@@ -10,9 +10,9 @@ import atexit
 import threading
 from typing import Any
 
-from ttc.budget import Budget
+from ttc.core.budget import Budget
 from ttc.engine import Engine
-from ttc.types import Problem, Solution
+from ttc.core.types import Problem, Solution
 
 _default: Engine | None = None
 _default_lock = threading.Lock()

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ttc import allocator as A
-from ttc.errors import ConfigError
-from ttc.recipe import Recipe
-from ttc.runner import run_recipe
+from strategies.auto import allocator as A
+from ttc.core.errors import ConfigError
+from ttc.evaluation.recipe import Recipe
+from ttc.evaluation.runner import run_recipe
 
 PROBE_LABEL = "probe"
 
@@ -50,13 +50,13 @@ def probe_recipe(recipe: Recipe, probe_samples: int) -> Recipe:
 
 
 def _records(out: Path) -> list[dict[str, Any]]:
-    from ttc.results import ResultsLog
+    from ttc.evaluation.results import ResultsLog
 
     return ResultsLog(out / "results.jsonl").load()
 
 
 def _trajectories(record: dict[str, Any]) -> list:
-    from ttc.types import Trajectory
+    from ttc.core.types import Trajectory
 
     return [Trajectory([], c["num_tokens"], c["finish_reason"], answer=c["answer"]) for c in record["candidates"]]
 
@@ -85,7 +85,7 @@ def outcomes_from_records(records: Sequence[dict[str, Any]], probes: dict[str, "
     run's right-or-wrong is a single coin flip; calibration decides on differences of a few
     points, which one flip per problem cannot show. Other strategies keep their recorded run.
     """
-    selection = {c.label: A.selection_of(c) for c in configs}
+    selection = {c.label: c.selection for c in configs}
     grid = []
     for r in records:
         if r["strategy"] == PROBE_LABEL or r["correct"] is None:
@@ -136,11 +136,11 @@ class ProbeRecord:
 
 def probe_records(records: Sequence[dict[str, Any]], configs: Sequence[A.ConfigChoice]) -> dict[str, ProbeRecord]:
     """Per problem: its probe, and every sample of each probe-reusing configuration (all budgets)."""
-    from verifiers.answers import group_answers
+    from ttc.core.answers import group_answers
 
     # Simulated from samples: best-of-N whose scores are what results.jsonl keeps (the last step's).
-    reusing = {c.label for c in configs if c.strategy in A.PROBE_REUSING and c.strategy != "probe_only"
-               and (A.selection_of(c) == "majority" or c.options.get("aggregation", "last") == "last")}
+    reusing = {c.label for c in configs if c.reuses_probe and c.strategy != A.PROBE_ONLY_STRATEGY
+               and (c.selection == "majority" or c.options.get("aggregation", "last") == "last")}
     probes: dict[str, dict] = {}
     runs: dict[str, list[dict]] = defaultdict(list)
     for r in records:
@@ -280,9 +280,9 @@ def auto_points(model: A.AllocatorModel, ids: Sequence[str], probes: dict[str, P
             if d.config.strategy == "probe_only":
                 points[b].append((float(probe.correct), probe.tokens))
                 continue
-            if d.config.strategy in A.PROBE_REUSING:
+            if d.config.reuses_probe:
                 simulated = simulated_best_of_n(probe, d.label, _more_samples(d, probe, max_tokens),
-                                                A.selection_of(d.config), margin, orderings)
+                                                d.config.selection, margin, orderings)
                 if simulated is not None:
                     points[b].append(simulated)
                     continue
@@ -293,7 +293,7 @@ def auto_points(model: A.AllocatorModel, ids: Sequence[str], probes: dict[str, P
             o = recorded[-1]
             # Without recorded samples, a probe-reusing run costs what the fixed configuration at
             # this budget cost (its first samples are the probe's); other strategies pay both.
-            reuses_probe = d.config.strategy in A.PROBE_REUSING
+            reuses_probe = d.config.reuses_probe
             points[b].append((o.correct, max(o.tokens, probe.tokens) if reuses_probe else probe.tokens + o.tokens))
     return points
 
@@ -460,4 +460,4 @@ def calibrate(recipe: Recipe, *, probe_samples: int = 4, n_bins: int = 3, name: 
 
 def majority_label(configs: Sequence[A.ConfigChoice]) -> str | None:
     """The grid's best-of-N majority configuration (what auto is compared with), if it has one."""
-    return next((c.label for c in configs if c.strategy == "best_of_n" and A.selection_of(c) == "majority"), None)
+    return next((c.label for c in configs if c.strategy == "best_of_n" and c.selection == "majority"), None)

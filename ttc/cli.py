@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Sequence
 
-from ttc.errors import BackendError, BudgetError, ConfigError, SolveError, TTCError
+from ttc.core.errors import BackendError, BudgetError, ConfigError, SolveError, TTCError
 
 USAGE_ERRORS = (ConfigError, BudgetError)
 
@@ -97,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_submit(args) -> int:
     from ttc import jobs
-    from ttc.config import parse_assignments
-    from ttc.recipe import load_recipe
+    from ttc.core.config import parse_assignments
+    from ttc.evaluation.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, parse_assignments(args.overrides))  # invalid recipes never leave here
     address = args.address or jobs.default_address()
@@ -137,7 +137,7 @@ def cmd_jobs(args) -> int:
 
 
 def _engine_from_args(args):
-    from ttc.config import parse_assignments
+    from ttc.core.config import parse_assignments
     from ttc.engine import Engine
 
     config: dict = {"backend_options": parse_assignments(args.backend_sets)}
@@ -153,7 +153,7 @@ def _engine_from_args(args):
 
 
 def cmd_solve(args) -> int:
-    from ttc.config import parse_assignments
+    from ttc.core.config import parse_assignments
 
     options = parse_assignments(args.sets)
     engine = _engine_from_args(args)
@@ -192,9 +192,9 @@ def dry_run_overrides(recipe, output: str) -> dict:
 def cmd_run(args) -> int:
     import tempfile
 
-    from ttc.config import parse_assignments
-    from ttc.recipe import load_recipe
-    from ttc.runner import run_recipe
+    from ttc.core.config import parse_assignments
+    from ttc.evaluation.recipe import load_recipe
+    from ttc.evaluation.runner import run_recipe
 
     overrides = parse_assignments(args.overrides)
     if args.dry_run:
@@ -215,8 +215,8 @@ def cmd_run(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from ttc.calibrate import calibrate
-    from ttc.config import parse_assignments
-    from ttc.recipe import load_recipe
+    from ttc.core.config import parse_assignments
+    from ttc.evaluation.recipe import load_recipe
 
     for name, value, low in (("--probe-samples", args.probe_samples, 1), ("--bins", args.bins, 1),
                              ("--folds", args.folds, 2), ("--price", args.price, 0.0),

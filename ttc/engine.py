@@ -11,25 +11,17 @@ import concurrent.futures
 import threading
 from typing import Any, Coroutine, Sequence, TypeVar
 
-from strategies.base import Strategy
-from ttc.budget import Budget, Ledger
-from ttc.config import EngineConfig, validate
-from ttc.context import SearchContext
-from ttc.errors import BackendError, BudgetError, ConfigError, SolveError, TTCError
-from ttc.interfaces import Generator, Scorer
-from ttc.registry import BACKENDS, STRATEGIES, VERIFIERS
-from ttc.types import Problem, Solution
+from ttc.core.budget import Budget, Ledger
+from ttc.core.config import validate
+from ttc.core.context import SearchContext
+from ttc.core.errors import BackendError, BudgetError, ConfigError, SolveError, TTCError
+from ttc.core.plugins import Generator, Scorer, Strategy, Worker
+from ttc.core.registry import BACKENDS, VERIFIERS, build
+from ttc.core.shared_budget import SharedBudget
+from ttc.core.types import Problem, Solution
+from ttc.engine_config import EngineConfig
 
 T = TypeVar("T")
-
-
-def build_component(registry, name: str, options: dict[str, Any], prefix: str, *, build: bool = True):
-    """Instantiate a registered plugin from its own validated config (build=False: only validate)."""
-    cls = registry.get(name)
-    config = validate(cls.Config, options, prefix=prefix)
-    if not build:
-        return None
-    return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
 
 
 def make_problem(prompt: str | Problem, reference: str | None = None, system: str | None = None) -> Problem:
@@ -105,12 +97,11 @@ class Engine:
             if self.config.cluster is not None:
                 from workers.ray_pool import RayGeneratorPool
 
-                build_component(BACKENDS, self.config.backend, options, "backend_options", build=False)
+                build("backend", self.config.backend, options, prefix="backend_options", check_only=True)
                 self._generator = RayGeneratorPool(self.config.backend, options, self.config.cluster)
             else:
-                self._generator = build_component(BACKENDS, self.config.backend, options, "backend_options")
-            if hasattr(self._generator, "start"):
-                self._generator.start()
+                self._generator = build("backend", self.config.backend, options, prefix="backend_options")
+            self._generator.start()
         return self._generator
 
     def _get_scorer(self, name: str | None = None) -> Scorer | None:
@@ -123,27 +114,25 @@ class Engine:
             if self._scorer is None and self.config.verifier is not None:
                 self._scorer = self._build_scorer(self.config.verifier, self.config.verifier_options)
             scorer = self._scorer
-        if scorer is not None and hasattr(scorer, "bind"):
-            generator = self._get_generator()
-            if getattr(scorer, "generator", None) is not generator:
-                scorer.bind(generator)  # self-judging scorers use the policy itself
+        if scorer is not None and scorer.uses_policy:
+            scorer.bind(self._get_generator())  # self-judging scorers use the policy itself
         return scorer
 
     def _build_scorer(self, name: str, options: dict[str, Any]) -> Scorer:
         """In-process, or on its own replica pool when a cluster is configured and it holds a model."""
-        cls = VERIFIERS.get(name)
-        if self.config.cluster is not None and getattr(cls, "runs_on_replicas", False):
+        if self.config.cluster is not None and VERIFIERS.get(name).runs_on_replicas:
             from workers.ray_pool import RayScorerPool
 
-            build_component(VERIFIERS, name, options, "verifier_options", build=False)  # bad options fail here
+            build("verifier", name, options, prefix="verifier_options", check_only=True)  # bad options fail here
             scorer = RayScorerPool(name, options, self.config.cluster)
             scorer.start()
             return scorer
-        return build_component(VERIFIERS, name, options, "verifier_options")
+        return build("verifier", name, options, prefix="verifier_options")
 
-    async def _started(self, component):
-        """Components with replicas start them inside the engine's loop, once, before first use."""
-        if component is not None and hasattr(component, "astart"):
+    @staticmethod
+    async def _started(component: Worker | None):
+        """Workers with replicas or async engines start them inside the engine's loop, before first use."""
+        if component is not None:
             await component.astart()
         return component
 
@@ -162,7 +151,7 @@ class Engine:
         if not isinstance(strategy, str):
             raise ConfigError(f"strategy must be a name, got {strategy!r}")
         budget = Budget.coerce(budget)
-        strat = STRATEGIES.get(strategy).from_options(options)
+        strat = build("strategy", strategy, options)
         if verifier is not None:
             VERIFIERS.get(verifier)  # unknown name: fail before any work
         has_scorer = self._scorer is not None or self.config.verifier is not None or verifier is not None
@@ -170,7 +159,8 @@ class Engine:
         return strat, budget
 
     async def _solve(self, problem: Problem, budget, strategy: str, options: dict[str, Any],
-                     seed: int | None, verifier: str | None = None, pool=None, pool_key=None) -> Solution:
+                     seed: int | None, verifier: str | None = None, shared: SharedBudget | None = None,
+                     shared_key: object = None) -> Solution:
         strat, budget = self._prepare(strategy, options, budget, verifier)
         if self._problem_slots is None:
             self._problem_slots = asyncio.Semaphore(self.config.max_concurrent_problems)
@@ -190,7 +180,7 @@ class Engine:
             ledger = Ledger(budget, num_parameters=generator.num_parameters)
             ctx = SearchContext(problem, await generator.arender_prompt(problem), generator, ledger, scorer,
                                 seed=self.config.seed if seed is None else seed)
-            ctx.pool, ctx.pool_key = pool, pool_key
+            ctx.shared_budget, ctx.shared_key = shared, shared_key
             try:
                 outcome = await strat.run(ctx)
             except (ConfigError, BudgetError):
@@ -198,7 +188,7 @@ class Engine:
                     raise  # bad input found before any compute was spent
                 raise SolveError("solve failed after spending compute", self._partial(ctx, strat)) from None
             except Exception as exc:
-                if getattr(generator, "dead", False) and self._owns_generator and self._generator is generator:
+                if generator.dead and self._owns_generator and self._generator is generator:
                     self._generator = None  # the next solve starts a fresh backend
                     try:
                         await generator.aclose()
@@ -246,31 +236,32 @@ class Engine:
         return list(await asyncio.gather(*(one(p) for p in prepared)))
 
     async def asolve_pooled(self, problems: Sequence[str | Problem], total_budget: int, *,
-                            seed: int | None = None, on_done=None, **options: Any) -> list[Solution | TTCError]:
-        """`auto` over a batch under ONE generated-token budget for all of it.
+                            seed: int | None = None, on_done=None, strategy: str = "auto",
+                            **options: Any) -> list[Solution | TTCError]:
+        """A strategy that can share a budget (`auto`) over a batch under ONE generated-token budget.
 
-        Each problem is probed; confident ones stop there, and what the probes left is shared
-        among the rest, so compute moves from easy prompts to hard ones. Problems run in groups
-        of at most `max_concurrent_problems`, each group with its share of the total.
+        Each problem first spends its entry (auto: the probe); confident ones stop there, and what
+        the entries left is shared among the rest, so compute moves from easy prompts to hard ones.
+        Problems run in groups of at most `max_concurrent_problems`, each group with its share of the total.
         """
-        from ttc.budget_pool import BudgetPool
-
         prepared = [make_problem(p, None, self.config.system_prompt) for p in problems]
         if isinstance(total_budget, bool) or not isinstance(total_budget, int) or total_budget <= 0:
             raise BudgetError(f"total_budget must be a positive int of generated tokens, got {total_budget!r}")
-        strat, _ = self._prepare("auto", options, 1 << 62)
-        probe_cost = strat.config.probe_samples * strat.config.max_tokens
-        if total_budget < probe_cost * len(prepared):
+        strat, _ = self._prepare(strategy, options, 1 << 62)
+        entry = strat.shared_budget_entry()
+        if not strat.shares_budget:
+            raise ConfigError(f"strategy {strategy!r} cannot share one budget across a batch; use 'auto'")
+        if total_budget < entry * len(prepared):
             raise BudgetError(f"total_budget={total_budget} cannot pay for {len(prepared)} probes of "
-                              f"{probe_cost} tokens (probe_samples x max_tokens)")
+                              f"{entry} tokens (probe_samples x max_tokens)")
         size = self.config.max_concurrent_problems
         results: list[Solution | TTCError] = []
         for start in range(0, len(prepared), size):
             group = prepared[start:start + size]
-            pool = BudgetPool(total_budget * len(group) // len(prepared), len(group))
+            shared = SharedBudget(total_budget * len(group) // len(prepared), len(group))
 
             async def one(i: int, p: Problem):
-                coro = self._solve(p, probe_cost, "auto", options, seed, None, pool, i)
+                coro = self._solve(p, entry, strategy, options, seed, None, shared, i)
                 try:
                     result = await asyncio.wrap_future(self._submit(coro))
                 except TTCError as exc:
@@ -323,7 +314,7 @@ class Engine:
         self._loop.close()
         self._loop = self._thread = None
         if self.config.cluster is not None:
-            from ttc.cluster import disconnect
+            from workers.cluster import disconnect
 
             disconnect()  # the private cluster of address: local, if this process started one
 

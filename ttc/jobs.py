@@ -27,8 +27,8 @@ from urllib.parse import urlparse
 
 import yaml
 
-from ttc.cluster import LOOPBACK_ENV, LOOPBACK_HOSTS
-from ttc.errors import BackendError, ConfigError
+from workers.cluster import LOOPBACK_ENV, LOOPBACK_HOSTS
+from ttc.core.errors import BackendError, ConfigError
 
 #: The folders of this project that a job needs, shipped as Ray py_modules.
 PROJECT_PACKAGES = ("ttc", "strategies", "verifiers", "workers")

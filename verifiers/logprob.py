@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from ttc.config import StrictModel
-from ttc.errors import VerifierError
-from ttc.interfaces import Scorer, ScoreResult
-from ttc.types import Problem, Trajectory
+from ttc.core.config import StrictModel
+from ttc.core.errors import VerifierError
+from ttc.core.plugins import Scorer, ScoreResult
+from ttc.core.types import Problem, Trajectory
 
 
 class MeanLogprobConfig(StrictModel):

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ttc.config import StrictModel
-from ttc.errors import VerifierError
-from ttc.interfaces import Scorer, ScoreResult
-from ttc.types import Problem, Trajectory
-from verifiers.answers import answers_match
+from ttc.core.config import StrictModel
+from ttc.core.errors import VerifierError
+from ttc.core.plugins import Scorer, ScoreResult
+from ttc.core.types import Problem, Trajectory
+from ttc.core.answers import answers_match
 
 
 class OracleConfig(StrictModel):

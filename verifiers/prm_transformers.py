@@ -27,10 +27,10 @@ from typing import Any, Literal, Sequence
 
 from pydantic import Field, field_validator, model_validator
 
-from ttc.config import StrictModel
-from ttc.errors import ConfigError, VerifierError
-from ttc.interfaces import Scorer, ScoreResult
-from ttc.types import Problem, Trajectory
+from ttc.core.config import StrictModel
+from ttc.core.errors import ConfigError, VerifierError
+from ttc.core.plugins import Scorer, ScoreResult
+from ttc.core.types import Problem, Trajectory
 
 # Tokenizations kept between estimate_tokens() and the score() call that follows it.
 _CACHE_SIZE = 256

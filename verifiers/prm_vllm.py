@@ -46,10 +46,10 @@ from typing import Literal, Sequence
 
 from pydantic import Field, model_validator
 
-from ttc.config import StrictModel
-from ttc.errors import VerifierError
-from ttc.interfaces import Scorer, ScoreResult
-from ttc.types import Problem, Trajectory
+from ttc.core.config import StrictModel
+from ttc.core.errors import VerifierError
+from ttc.core.plugins import Scorer, ScoreResult
+from ttc.core.types import Problem, Trajectory
 from workers.vllm_local import count_parameters, is_cpu_build
 
 QWEN_PRM_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -59,7 +59,7 @@ class VLLMPRMConfig(StrictModel):
     """Options of the vLLM process-reward-model scorer."""
 
     model: str = Field(..., min_length=1, description="PRM checkpoint folder (or hub name already in the local cache).")
-    step_separator: str = Field(
+    step_tag: str = Field(
         "<extra_0>", min_length=1,
         description="Text appended after each step (its trailing whitespace stripped first); Qwen2.5-Math-PRM uses '<extra_0>'.",
     )
@@ -74,7 +74,7 @@ class VLLMPRMConfig(StrictModel):
     )
     step_tag_id: int | None = Field(
         None, ge=0,
-        description="Token id whose positions are scored; None = the separator's id (it must then be one token).",
+        description="Token id whose positions are scored; None = the step tag's id (it must then be one token).",
     )
     returned_token_ids: list[int] | None = Field(
         None, min_length=2,
@@ -137,10 +137,10 @@ class VLLMPRMScorer(Scorer):
         if c.step_tag_id is not None:
             tag_id = c.step_tag_id
         else:
-            sep_ids = tok.encode(c.step_separator, add_special_tokens=False)
+            sep_ids = tok.encode(c.step_tag, add_special_tokens=False)
             if len(sep_ids) != 1:
                 raise VerifierError(
-                    f"step_separator={c.step_separator!r} is {len(sep_ids)} tokens {sep_ids} for this tokenizer; "
+                    f"step_tag={c.step_tag!r} is {len(sep_ids)} tokens {sep_ids} for this tokenizer; "
                     "set step_tag_id to the token id whose positions should be scored"
                 )
             tag_id = sep_ids[0]
@@ -158,7 +158,7 @@ class VLLMPRMScorer(Scorer):
         """The PRM input text for one trajectory, and whether it came from the chat template."""
         tok = self.tokenizer
         c = self.config
-        body = "".join(self._clean(s).rstrip() + c.step_separator for s in steps)
+        body = "".join(self._clean(s).rstrip() + c.step_tag for s in steps)
         question = self._clean(problem.prompt)
         if c.use_chat_template and getattr(tok, "chat_template", None):
             messages = [{"role": "system", "content": self._clean(c.system_prompt)}] if c.system_prompt else []

@@ -16,12 +16,14 @@ from typing import Sequence
 
 from pydantic import Field
 
-from ttc.config import StrictModel
-from ttc.errors import VerifierError
-from ttc.interfaces import Generator, Scorer, ScoreResult
-from ttc.types import GenerationRequest, Problem, SamplingParams, Trajectory
+from ttc.core.config import SamplingOptions, StrictModel
+from ttc.core.errors import VerifierError
+from ttc.core.plugins import Generator, Scorer, ScoreResult
+from ttc.core.types import GenerationRequest, Problem, Trajectory
 
 _CACHE_SIZE = 100_000
+#: The judge's answer: one greedy token, whose top alternatives carry P(yes).
+_ONE_GREEDY_TOKEN = SamplingOptions(max_tokens=1, temperature=0.0)
 
 
 class SelfEvalConfig(StrictModel):
@@ -39,6 +41,7 @@ class SelfEvalConfig(StrictModel):
 class SelfEvalScorer(Scorer):
     name = "self_eval"
     Config = SelfEvalConfig
+    uses_policy = True
 
     def __init__(self, config: SelfEvalConfig | None = None):
         self.config = config or SelfEvalConfig()
@@ -49,7 +52,7 @@ class SelfEvalScorer(Scorer):
         self._no = {w.strip().lower() for w in self.config.no}
 
     def bind(self, generator: Generator) -> None:
-        """The engine hands over the policy generator that will judge the steps."""
+        """The engine hands over the policy generator that will judge the steps (again after a restart)."""
         self.generator = generator
         self.num_parameters = generator.num_parameters
 
@@ -97,7 +100,7 @@ class SelfEvalScorer(Scorer):
         if self.generator is None:
             raise VerifierError("self_eval needs the policy generator; use it through an Engine")
         missing = self._missing(problem, trajectories)
-        params = SamplingParams(n=1, temperature=0.0, max_tokens=1, logprobs=self.config.top_logprobs)
+        params = _ONE_GREEDY_TOKEN.params(1, logprobs=self.config.top_logprobs)
         prompts = await asyncio.gather(*(self._aprompt(problem, prefix) for _, prefix in missing))
         results = await self.generator.generate([GenerationRequest(p, params) for p in prompts])
         tokens = 0

@@ -16,9 +16,9 @@ from typing import Any, Sequence
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ttc.errors import BackendError, ConfigError
-from ttc.interfaces import Generator
-from ttc.types import Completion, GenerationRequest, GenerationResult, Problem, SamplingParams
+from ttc.core.errors import BackendError, ConfigError
+from ttc.core.plugins import Generator
+from ttc.core.types import Completion, GenerationRequest, GenerationResult, Problem, SamplingParams
 
 _MAX_WAIT_S = 30.0  # a server asking for minutes of back-off is better reported than waited on
 _FINISH = {"stop": "stop", "length": "length"}

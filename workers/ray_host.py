@@ -16,6 +16,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from ttc.core.plugins import Generator
+
 #: Affinity keys a replica remembers for `stats()`.
 KEPT_AFFINITY_KEYS = 10_000
 
@@ -41,14 +43,12 @@ class WorkerHost:
     async def ready(self) -> int:
         """Build and start the worker (loading its model); returns this process's pid."""
         if self.worker is None:
-            from ttc.engine import build_component
-            from ttc.registry import BACKENDS, VERIFIERS
+            from ttc.core.registry import build
 
-            registry = BACKENDS if self.kind == "generator" else VERIFIERS
-            prefix = "backend_options" if self.kind == "generator" else "verifier_options"
-            self.worker = build_component(registry, self.name, self.options, prefix)
-            if hasattr(self.worker, "start"):
-                self.worker.start()
+            kind, prefix = ("backend", "backend_options") if self.kind == "generator" else ("verifier", "verifier_options")
+            self.worker = build(kind, self.name, self.options, prefix=prefix)
+            self.worker.start()
+            await self.worker.astart()
         return os.getpid()
 
     async def generate(self, requests: Sequence[Any], keys: Sequence[str | None] = ()) -> Any:
@@ -58,7 +58,7 @@ class WorkerHost:
         return await self._serve(lambda: self.worker.score(problem, trajectories), 1, ())
 
     async def _serve(self, call, weight: int, keys: Sequence[str | None]) -> Any:
-        from ttc.errors import BackendError, VerifierError
+        from ttc.core.errors import BackendError
 
         await self.ready()
         self.calls += 1
@@ -73,8 +73,8 @@ class WorkerHost:
         try:
             return await call()
         except Exception as exc:  # noqa: BLE001 - every error crosses back as a value the pool understands
-            dead = bool(getattr(self.worker, "dead", False))
-            retryable = isinstance(exc, (BackendError, VerifierError)) and bool(getattr(exc, "retryable", False))
+            dead = self.worker.dead
+            retryable = isinstance(exc, BackendError) and exc.retryable
             return Failure(f"{type(exc).__name__}: {exc}", retryable, dead)
         finally:
             self.in_flight -= weight
@@ -90,14 +90,15 @@ class WorkerHost:
 
     def describe(self) -> dict[str, Any]:
         """What the pool copies onto its own face: model name and parameter count."""
-        return {"model_name": getattr(self.worker, "model_name", self.name),
-                "num_parameters": getattr(self.worker, "num_parameters", None),
-                "name": getattr(self.worker, "name", self.name)}
+        generator = isinstance(self.worker, Generator)
+        return {"model_name": self.worker.model_name if generator else self.name,
+                "num_parameters": self.worker.num_parameters,
+                "name": self.name if generator else self.worker.name}
 
     def stats(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "calls": self.calls, "in_flight": self.in_flight,
                 "peak_in_flight": self.peak_in_flight, "affinity_keys": sorted(self.affinity_keys)}
 
     async def aclose(self) -> None:
-        if self.worker is not None and hasattr(self.worker, "aclose"):
+        if self.worker is not None:
             await self.worker.aclose()

@@ -17,14 +17,14 @@ import time
 from collections import defaultdict
 from typing import Any, Sequence
 
-from ttc.cluster import ClusterConfig, PoolConfig, connect, release
-from ttc.errors import BackendError, VerifierError
-from ttc.interfaces import Generator, Scorer, ScoreResult
-from ttc.routing import NoReplica, Replica, Router, affinity_key
-from ttc.types import GenerationRequest, GenerationResult, Problem, Trajectory
+from workers.cluster import ClusterConfig, ReplicaPoolConfig, connect, release
+from ttc.core.errors import BackendError, VerifierError
+from ttc.core.plugins import Generator, Scorer, ScoreResult
+from workers.routing import NoReplica, Replica, Router, affinity_key
+from ttc.core.types import GenerationRequest, GenerationResult, Problem, Trajectory
 from workers.ray_host import Failure, WorkerHost
 
-log = logging.getLogger("ttc.cluster")
+log = logging.getLogger("workers.cluster")
 
 
 def replica_failures() -> tuple[type[BaseException], ...]:
@@ -38,7 +38,7 @@ def replica_failures() -> tuple[type[BaseException], ...]:
 class ReplicaPool:
     """Start, route to, retry across and replace the replicas of one worker kind."""
 
-    def __init__(self, kind: str, name: str, options: dict[str, Any], pool: PoolConfig, cluster: ClusterConfig):
+    def __init__(self, kind: str, name: str, options: dict[str, Any], pool: ReplicaPoolConfig, cluster: ClusterConfig):
         self.kind, self.name, self.options = kind, name, dict(options)
         self.pool, self.cluster = pool, cluster
         self.router = Router(pool.max_in_flight)

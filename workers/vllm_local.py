@@ -18,10 +18,10 @@ from typing import Sequence
 
 from pydantic import Field
 
-from ttc.config import StrictModel
-from ttc.errors import BackendError
-from ttc.interfaces import Generator
-from ttc.types import Completion, GenerationRequest, GenerationResult, Problem
+from ttc.core.config import StrictModel
+from ttc.core.errors import BackendError
+from ttc.core.plugins import Generator
+from ttc.core.types import Completion, GenerationRequest, GenerationResult, Problem
 
 
 class VLLMConfig(StrictModel):

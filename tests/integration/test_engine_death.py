@@ -8,7 +8,7 @@ import psutil
 import pytest
 
 from ttc.engine import Engine
-from ttc.errors import SolveError
+from ttc.core.errors import SolveError
 
 pytestmark = pytest.mark.integration
 

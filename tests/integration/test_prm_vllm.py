@@ -13,8 +13,8 @@ import os
 
 import pytest
 
-from ttc.errors import VerifierError
-from ttc.types import Problem, Trajectory
+from ttc.core.errors import VerifierError
+from ttc.core.types import Problem, Trajectory
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +105,7 @@ def test_config_is_validated():
     from verifiers.prm_vllm import VLLMPRMConfig
 
     c = VLLMPRMConfig(model="/m")
-    assert c.step_separator == SEP and c.use_chat_template and c.system_prompt.startswith("Please reason")
+    assert c.step_tag == SEP and c.use_chat_template and c.system_prompt.startswith("Please reason")
     for bad in ({}, {"model": ""}, {"model": "/m", "max_model_len": 4}, {"model": "/m", "step_tag_id": -1},
                 {"model": "/m", "returned_token_ids": [5]}, {"model": "/m", "returned_token_ids": [5, 5]},
                 {"model": "/m", "gpu_memory_utilization": 0}, {"model": "/m", "unknown": 1}):

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from ttc.recipe import load_recipe
-from ttc.results import ResultsLog
-from ttc.runner import run_recipe
+from ttc.evaluation.recipe import load_recipe
+from ttc.evaluation.results import ResultsLog
+from ttc.evaluation.runner import run_recipe
 
 pytestmark = pytest.mark.integration
 QUICKSTART = Path(__file__).resolve().parents[2] / "recipes" / "quickstart.yaml"

@@ -5,9 +5,9 @@ tiny model's knowledge.
 """
 import pytest
 
-from ttc.budget import Budget
-from ttc.errors import SolveError
-from ttc.types import Problem
+from ttc.core.budget import Budget
+from ttc.core.errors import SolveError
+from ttc.core.types import Problem
 
 pytestmark = pytest.mark.integration
 

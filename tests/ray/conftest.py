@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ttc.cluster import LOOPBACK_ENV
+from workers.cluster import LOOPBACK_ENV
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from ttc.engine import Engine
-from ttc.errors import BackendError, SolveError
+from ttc.core.errors import BackendError, SolveError
 
 pytestmark = pytest.mark.ray
 
@@ -84,11 +84,11 @@ def test_a_retryable_backend_error_is_retried_on_a_replica(local_ray):
 
 
 def test_a_failed_start_keeps_the_replicas_that_started_and_adds_only_the_missing_one(local_ray, tmp_path):
-    from ttc.config import ClusterConfig, PoolConfig
+    from workers.cluster import ClusterConfig, ReplicaPoolConfig
     from workers.ray_pool import ReplicaPool
 
     options = {"fail_start_token": str(tmp_path / "one-bad-start")}
-    pool = ReplicaPool("generator", "fake", options, PoolConfig(replicas=3, num_cpus=0.25),
+    pool = ReplicaPool("generator", "fake", options, ReplicaPoolConfig(replicas=3, num_cpus=0.25),
                        ClusterConfig(address="local"))
 
     async def go():
@@ -103,10 +103,10 @@ def test_a_failed_start_keeps_the_replicas_that_started_and_adds_only_the_missin
 
 
 def test_a_request_fails_fast_when_every_replica_is_dead_and_none_can_start(local_ray):
-    from ttc.config import ClusterConfig, PoolConfig
+    from workers.cluster import ClusterConfig, ReplicaPoolConfig
     from workers.ray_pool import ReplicaPool
 
-    pool = ReplicaPool("generator", "fake", {"exit_on_call": 1}, PoolConfig(replicas=1, num_cpus=0.25),
+    pool = ReplicaPool("generator", "fake", {"exit_on_call": 1}, ReplicaPoolConfig(replicas=1, num_cpus=0.25),
                        ClusterConfig(address="local", max_attempts=2))
 
     async def no_more_replicas():
@@ -123,11 +123,11 @@ def test_a_request_fails_fast_when_every_replica_is_dead_and_none_can_start(loca
 
 
 def test_every_caller_waiting_on_a_failed_start_gets_the_start_error(local_ray, tmp_path):
-    from ttc.config import ClusterConfig, PoolConfig
+    from workers.cluster import ClusterConfig, ReplicaPoolConfig
     from workers.ray_pool import ReplicaPool
 
     pool = ReplicaPool("generator", "fake", {"fail_start_token": str(tmp_path / "bad")},
-                       PoolConfig(replicas=1, num_cpus=0.25), ClusterConfig(address="local"))
+                       ReplicaPoolConfig(replicas=1, num_cpus=0.25), ClusterConfig(address="local"))
 
     async def go():
         outcomes = await asyncio.gather(pool.astart(), pool.astart(), pool.astart(), return_exceptions=True)

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from ttc.engine import Engine
-from ttc.recipe import parse_recipe
-from ttc.runner import run_recipe
+from ttc.evaluation.recipe import parse_recipe
+from ttc.evaluation.runner import run_recipe
 
 pytestmark = [pytest.mark.ray, pytest.mark.integration]
 

@@ -1,6 +1,6 @@
 """Shared cases for the allocator, auto and calibration tests: synthetic outcome tables with a
 known optimum, recorded samples, and fake engines and allocator files."""
-from ttc import allocator as A
+from strategies.auto import allocator as A
 from ttc.engine import Engine
 from ttc.testing import FakeGenerator, answer_script
 

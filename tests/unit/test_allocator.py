@@ -4,8 +4,8 @@ import json
 import pytest
 
 from allocator_cases import CONFIGS, hopeless_and_medium, synthetic
-from ttc import allocator as A
-from ttc.errors import ConfigError
+from strategies.auto import allocator as A
+from ttc.core.errors import ConfigError
 
 
 def test_fit_recovers_the_known_optimum_per_bin():
@@ -17,9 +17,9 @@ def test_fit_recovers_the_known_optimum_per_bin():
     assert easy.best == {"256": "cheap", "1024": "cheap"}
     assert mid.best["1024"] == "cheap"  # equal accuracy: the cheaper configuration wins
     assert hard.accuracy["search"]["1024"] == pytest.approx(0.6)
-    assert model.choose(A.ProbeFeatures(0.25, 1, None, 1), 1024).label == "search"
-    assert model.choose(A.ProbeFeatures(1.0, 1, None, 1), 1024).label == "cheap"
-    assert model.choose(A.ProbeFeatures(0.25, 1, None, 1), 1024, allowed=["cheap"]).label == "cheap"
+    assert model.decide(A.ProbeFeatures(0.25, 1, None, 1), 1024, price_per_1k_tokens=0.0).label == "search"
+    assert model.decide(A.ProbeFeatures(1.0, 1, None, 1), 1024, price_per_1k_tokens=0.0).label == "cheap"
+    assert model.decide(A.ProbeFeatures(0.25, 1, None, 1), 1024, allowed=["cheap"], price_per_1k_tokens=0.0).label == "cheap"
 
 
 def test_shrinkage_keeps_a_small_bin_from_following_noise():
@@ -34,8 +34,8 @@ def test_shrinkage_keeps_a_small_bin_from_following_noise():
         outcomes += [A.Outcome(pid, "a", 512, a_ok, 500.0), A.Outcome(pid, "b", 512, b_ok, 500.0)]
     configs = [A.ConfigChoice(label="a", strategy="best_of_n"), A.ConfigChoice(label="b", strategy="best_of_n")]
     easy = A.ProbeFeatures(1.0, 1, None, 1)
-    assert A.fit(feats, outcomes, configs, n_bins=2, probe_samples=4, shrinkage=0).choose(easy, 512).label == "b"
-    assert A.fit(feats, outcomes, configs, n_bins=2, probe_samples=4, shrinkage=20).choose(easy, 512).label == "a"
+    assert A.fit(feats, outcomes, configs, n_bins=2, probe_samples=4, shrinkage=0).decide(easy, 512, price_per_1k_tokens=0.0).label == "b"
+    assert A.fit(feats, outcomes, configs, n_bins=2, probe_samples=4, shrinkage=20).decide(easy, 512, price_per_1k_tokens=0.0).label == "a"
 
 
 def test_accuracy_interpolates_in_log_budget_and_refuses_unaffordable_budgets():
@@ -79,12 +79,12 @@ def test_allocator_can_choose_to_stop_after_the_probe():
         outcomes.append(A.Outcome(pid, "cheap", 1024, easy, 1000.0))
         outcomes.append(A.Outcome(pid, A.PROBE_ONLY.label, 1024, easy, 200.0))  # as good, far cheaper
     model = A.fit(feats, outcomes, [CONFIGS[0], A.PROBE_ONLY], n_bins=2, probe_samples=4)
-    assert model.choose(A.ProbeFeatures(1.0, 1, None, 1), 1024).label == "probe_only"
+    assert model.decide(A.ProbeFeatures(1.0, 1, None, 1), 1024, price_per_1k_tokens=0.0).label == "probe_only"
     assert model.bins[1].best == {"1024": "probe_only"}
 
 
 def test_difficulty_model_ranks_prompts_by_what_their_probes_show():
-    from ttc.difficulty import fit_difficulty
+    from strategies.auto.difficulty import fit_difficulty
 
     # Pass@1 falls with disagreement and with prompt length; the model must learn both directions.
     feats, targets = [], []

@@ -4,8 +4,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from verifiers import answers
-from verifiers.answers import answers_match, extract_answer, group_answers
+from ttc.core import answers
+from ttc.core.answers import answers_match, extract_answer, group_answers
 
 
 @pytest.fixture(autouse=True)

@@ -2,9 +2,9 @@
 import pytest
 
 from allocator_cases import CONFIGS, fake_engine, hopeless_and_medium, synthetic, weighted_allocator
-from ttc import allocator as A
+from strategies.auto import allocator as A
 from ttc.engine import Engine
-from ttc.errors import BudgetError, ConfigError
+from ttc.core.errors import BudgetError, ConfigError
 from ttc.testing import FakeGenerator
 
 
@@ -63,11 +63,11 @@ def test_pooled_batch_moves_compute_from_easy_to_hard_prompts():
     assert spent <= 5 * 1000
     easy, hard = sols[:3], sols[3:]
     assert all(s.metrics["decision"] == "stop_after_probe" and len(s.candidates) == 4 for s in easy)
-    assert all(s.metrics["decision"] == "run" and s.metrics["pool_share"] > 0 for s in hard)
+    assert all(s.metrics["decision"] == "run" and s.metrics["budget_share"] > 0 for s in hard)
     # What the probes did not spend is split between the hard prompts: far more than 1000 each.
     probes = sum(s.usage.generated_tokens for s in easy) + sum(c.num_tokens for s in hard for c in s.candidates[:4])
-    assert sum(s.metrics["pool_share"] for s in hard) == 5000 - probes
-    assert all(s.metrics["pool_share"] > 2000 and len(s.candidates) == 4 + s.metrics["pool_share"] // 100
+    assert sum(s.metrics["budget_share"] for s in hard) == 5000 - probes
+    assert all(s.metrics["budget_share"] > 2000 and len(s.candidates) == 4 + s.metrics["budget_share"] // 100
                for s in hard)
 
 
@@ -156,14 +156,14 @@ def test_auto_probes_with_the_allocators_probe_size_unless_told(tmp_path, monkey
 
 
 def test_auto_without_an_allocator_needs_a_generated_token_budget():
-    from ttc.budget import Budget
+    from ttc.core.budget import Budget
 
     with fake_engine({"42": 0.5, "7": 0.5}) as e, pytest.raises(ConfigError, match="give the budget as an int"):
         e.solve("q", Budget(seconds=60), "auto", max_tokens=100)
 
 
 def test_auto_with_an_allocator_runs_under_a_budget_without_a_token_cap(tmp_path, monkeypatch):
-    from ttc.budget import Budget
+    from ttc.core.budget import Budget
 
     name = weighted_allocator(tmp_path, monkeypatch)
     calls = iter(range(10**6))

@@ -3,9 +3,9 @@ import math
 
 import pytest
 
-from ttc.budget import Budget, Ledger
-from ttc.errors import BudgetError, ConfigError
-from ttc.types import Completion, GenerationResult, SamplingParams
+from ttc.core.budget import Budget, Ledger
+from ttc.core.errors import BudgetError, ConfigError
+from ttc.core.types import Completion, GenerationResult, SamplingParams
 
 
 class Clock:

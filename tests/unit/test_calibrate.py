@@ -5,9 +5,9 @@ import pytest
 import yaml
 
 from allocator_cases import CONFIGS, draws, hopeless_and_medium, probes_without_samples
-from ttc import allocator as A
+from strategies.auto import allocator as A
 from ttc.calibrate import calibrate, outcomes_from_records, tokens_to_reach
-from ttc.recipe import load_recipe
+from ttc.evaluation.recipe import load_recipe
 
 
 def test_tokens_to_reach_by_hand():
@@ -171,9 +171,9 @@ def test_the_simulation_spends_what_auto_spends_when_run(tmp_path, monkeypatch):
     """Calibrate on the fakes, then run `auto` for real on the same problems: the simulated and the
     real spend must agree, and so, roughly, must accuracy."""
     from ttc.calibrate import auto_points, grid_configs, outcomes_from_records, probe_records
-    from ttc.recipe import parse_recipe
-    from ttc.results import ResultsLog
-    from ttc.runner import run_recipe
+    from ttc.evaluation.recipe import parse_recipe
+    from ttc.evaluation.results import ResultsLog
+    from ttc.evaluation.runner import run_recipe
 
     monkeypatch.setenv("TTC_HOME", str(tmp_path / "home"))
     # Every prompt draws 3, 4 or 5; the reference is 3 for some prompts, 4 or 5 for others.

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from ttc import cli, default_model
-from ttc.errors import ConfigError
+from ttc.core.errors import ConfigError
 
 
 def run_cli(capsys, *argv):

@@ -3,10 +3,10 @@ import socket
 
 import pytest
 
-from ttc.cluster import connect
-from ttc.config import ClusterConfig
-from ttc.errors import BackendError, ConfigError
-from ttc.recipe import parse_recipe
+from workers.cluster import connect
+from workers.cluster import ClusterConfig
+from ttc.core.errors import BackendError, ConfigError
+from ttc.evaluation.recipe import parse_recipe
 
 BASE = {"strategy": {"name": "best_of_n"}, "budget": 256, "dataset": {"source": "arithmetic"}}
 

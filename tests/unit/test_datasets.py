@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-import ttc.datasets as datasets
-from ttc.config import validate
-from ttc.datasets import ARITHMETIC_LEVELS, DatasetConfig, dataset_names, load_problems
-from ttc.errors import ConfigError
-from ttc.types import Problem
+import ttc.evaluation.datasets as datasets
+from ttc.core.config import validate
+from ttc.evaluation.datasets import ARITHMETIC_LEVELS, DatasetConfig, dataset_names, load_problems
+from ttc.core.errors import ConfigError
+from ttc.core.types import Problem
 
 PROMPT_RE = re.compile(r"^What is (\d+) ([+*]) (\d+)\?$")
 
@@ -170,7 +170,7 @@ def test_math500():
 
 
 def test_math500_copy_keeps_its_licence():
-    data_dir = Path(datasets.__file__).parent / "data"
+    data_dir = Path(datasets.__file__).parents[1] / "data"
     notice = (data_dir / "LICENSE-MATH.md").read_text()
     assert "Hendrycks" in notice and "MIT" in notice
     assert "Copyright (c) 2021 Dan Hendrycks" in notice

@@ -5,12 +5,12 @@ import pytest
 
 from strategies.base import Outcome, SampledStrategyConfig, Strategy
 from ttc import api
-from ttc.budget import Budget
+from ttc.core.budget import Budget
 from ttc.engine import Engine
-from ttc.errors import BackendError, ConfigError, SolveError
-from ttc.registry import STRATEGIES
+from ttc.core.errors import BackendError, ConfigError, SolveError
+from ttc.core.registry import STRATEGIES
 from ttc.testing import FakeGenerator
-from ttc.types import GenerationRequest, Problem
+from ttc.core.types import GenerationRequest, Problem
 
 
 class ConcurrentBurst(Strategy):
@@ -20,7 +20,7 @@ class ConcurrentBurst(Strategy):
     Config = SampledStrategyConfig
 
     async def run(self, ctx):
-        params = self.sampling_params(self.config.n or 4)
+        params = self.config.params(self.config.n or 4)
         reqs = [GenerationRequest(ctx.prompt + f" part {i}", params) for i in range(8)]
         results = await asyncio.gather(*(ctx.generate([r]) for r in reqs))
         cands = [ctx.trajectory(c) for (res,) in results if res is not None for c in res.completions]

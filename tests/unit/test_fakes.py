@@ -1,8 +1,8 @@
 import pytest
 
-from ttc.errors import BackendError
+from ttc.core.errors import BackendError
 from ttc.testing import FakeGenerator, FakeScorer, answer_script
-from ttc.types import GenerationRequest, Problem, SamplingParams, Trajectory
+from ttc.core.types import GenerationRequest, Problem, SamplingParams, Trajectory
 
 
 async def test_fake_honours_n_max_tokens_and_stop():

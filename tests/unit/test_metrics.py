@@ -1,4 +1,4 @@
-"""ttc.metrics against values worked out by hand (see the comments next to each number)."""
+"""ttc.evaluation.metrics against values worked out by hand (see the comments next to each number)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from ttc.metrics import (
+from ttc.evaluation.metrics import (
     PowerLawFit,
     Sample,
     accuracy,

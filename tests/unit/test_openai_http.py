@@ -11,8 +11,8 @@ import httpx
 import pydantic
 import pytest
 
-from ttc.errors import BackendError
-from ttc.types import GenerationRequest, Problem, SamplingParams
+from ttc.core.errors import BackendError
+from ttc.core.types import GenerationRequest, Problem, SamplingParams
 from workers import openai_http
 from workers.openai_http import OpenAIHTTPConfig, OpenAIHTTPGenerator
 

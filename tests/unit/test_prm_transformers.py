@@ -15,9 +15,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from ttc.config import validate  # noqa: E402
-from ttc.errors import ConfigError, VerifierError  # noqa: E402
-from ttc.types import Problem, Trajectory  # noqa: E402
+from ttc.core.config import validate  # noqa: E402
+from ttc.core.errors import ConfigError, VerifierError  # noqa: E402
+from ttc.core.types import Problem, Trajectory  # noqa: E402
 from verifiers.prm_transformers import TransformersPRMConfig, TransformersPRMScorer  # noqa: E402
 
 PROBLEM = Problem("What is 12 + 30?")

@@ -2,8 +2,8 @@
 without Ray: every worker error comes back as a Failure value the pool can act on."""
 import asyncio
 
-from ttc.errors import BackendError
-from ttc.types import GenerationRequest, SamplingParams
+from ttc.core.errors import BackendError
+from ttc.core.types import GenerationRequest, SamplingParams
 from workers.ray_host import KEPT_AFFINITY_KEYS, Failure, WorkerHost
 
 

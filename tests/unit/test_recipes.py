@@ -6,10 +6,10 @@ import pytest
 import yaml
 
 from ttc import cli
-from ttc.errors import ConfigError
-from ttc.recipe import load_recipe, parse_recipe
-from ttc.results import ResultsLog
-from ttc.runner import expand, run_recipe
+from ttc.core.errors import ConfigError
+from ttc.evaluation.recipe import load_recipe, parse_recipe
+from ttc.evaluation.results import ResultsLog
+from ttc.evaluation.runner import expand, run_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "recipes").rglob("*.yaml"))
@@ -165,7 +165,7 @@ def test_relative_dataset_paths_resolve_against_the_recipe_folder(tmp_path, monk
 
 
 def test_progress_line_shows_accuracy_tokens_and_rate_even_when_backend_bars_are_silenced(monkeypatch, capsys):
-    from ttc.runner import Progress
+    from ttc.evaluation.runner import Progress
 
     monkeypatch.setenv("TQDM_DISABLE", "1")  # what the CLI sets to hush vLLM's own bars
     bar = Progress(2, enabled=True)
@@ -183,6 +183,6 @@ def test_pooled_budget_runs_auto_under_one_budget_per_configuration(tmp_path):
     records = ResultsLog(tmp_path / "out" / "results.jsonl").load()
     assert len(records) == 3 and summary["table"][0]["problems"] == 3
     assert sum(x["usage"]["generated_tokens"] for x in records) <= 256 * 3
-    assert all("pool_share" in x["metrics"] or x["metrics"]["decision"] == "stop_after_probe" for x in records)
+    assert all("budget_share" in x["metrics"] or x["metrics"]["decision"] == "stop_after_probe" for x in records)
     with pytest.raises(ConfigError, match="pooled_budget: true needs strategy 'auto'"):
         recipe(tmp_path, pooled_budget=True)

@@ -8,7 +8,7 @@ import time
 import pytest
 import yaml
 
-from ttc.results import ResultsLog
+from ttc.evaluation.results import ResultsLog
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])

@@ -3,7 +3,7 @@ import asyncio
 
 import pytest
 
-from ttc.routing import NoReplica, Router, affinity_key
+from workers.routing import NoReplica, Router, affinity_key
 
 
 def run(coro):

@@ -7,9 +7,9 @@ import pytest
 
 from strategies.particle_filtering import resample
 from strategies.rebase import allocate, softmax
-from ttc.budget import Budget
+from ttc.core.budget import Budget
 from ttc.engine import Engine
-from ttc.errors import BudgetError, ConfigError
+from ttc.core.errors import BudgetError, ConfigError
 from ttc.testing import FakeGenerator, FakeScorer, answer_script
 
 STRATEGIES = {
@@ -65,7 +65,7 @@ def test_beam_keeps_the_top_by_aggregated_score():
 def test_beam_ranks_by_the_aggregation_asked_for(aggregation):
     sol, _, _ = run("beam_search", aggregation=aggregation, steps=5)
     by_id = {c.node_id: c for c in sol.candidates}
-    from verifiers.aggregation import aggregate
+    from ttc.core.aggregation import aggregate
     for c in sol.candidates:
         assert c.step_scores and len(c.step_scores) == len(c.steps)
     last = step_events(sol)[-1]
@@ -189,7 +189,7 @@ def test_same_seed_same_result(strategy):
 @pytest.mark.parametrize("seed", range(12))
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_no_step_search_exceeds_its_budget(strategy, seed, monkeypatch):
-    from ttc.budget import Ledger
+    from ttc.core.budget import Ledger
 
     real_reserve = Ledger.reserve
 
@@ -274,7 +274,7 @@ def test_self_eval_cache_eviction_never_loses_scores_it_needs(monkeypatch):
     import asyncio
 
     import verifiers.self_eval as se
-    from ttc.types import Problem, Trajectory
+    from ttc.core.types import Problem, Trajectory
 
     monkeypatch.setattr(se, "_CACHE_SIZE", 3)
     scorer = se.SelfEvalScorer()

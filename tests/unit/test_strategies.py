@@ -3,13 +3,13 @@ import random
 import pytest
 
 from strategies.base import samples_for_budget
-from strategies.selection import best_scored, majority_vote
-from ttc.budget import Budget
+from ttc.core.selection import select
+from ttc.core.budget import Budget
 from ttc.engine import Engine
-from ttc.errors import BudgetError, ConfigError
-from ttc.registry import STRATEGIES, Registry
+from ttc.core.errors import BudgetError, ConfigError
+from ttc.core.registry import STRATEGIES, Registry
 from ttc.testing import FakeGenerator, FakeScorer, answer_script
-from ttc.types import Trajectory
+from ttc.core.types import Trajectory
 
 
 def traj(answer, score=None):
@@ -37,17 +37,18 @@ def test_too_small_budget_names_both_numbers():
 
 def test_majority_groups_equivalent_answers_and_breaks_ties_by_first_seen():
     cands = [traj("1/2"), traj("3"), traj("0.5"), traj("3"), traj(None)]
-    answer, best, votes = majority_vote(cands)
-    assert answer == "1/2" and best is cands[0] and votes == {"1/2": 2.0, "3": 2.0}
+    choice = select(cands, "majority")
+    assert choice.answer == "1/2" and choice.best is cands[0] and choice.votes == {"1/2": 2.0, "3": 2.0}
 
 
 def test_weighted_majority_and_verifier_selection_disagree_as_they_should():
     cands = [traj("7"), traj("7"), traj("9")]
     scores = [0.4, 0.4, 0.7]
-    assert majority_vote(cands, weights=scores)[0] == "7"  # 0.8 total beats 0.7
-    assert best_scored(cands, scores)[0] == "9"  # the single best candidate
+    assert select(cands, "weighted", scores).answer == "7"  # 0.8 total beats 0.7
+    assert select(cands, "verifier", scores).answer == "9"  # the single best candidate
     lone = traj(None)
-    assert majority_vote([lone]) == (None, lone, {})  # no answer anywhere: no vote, keep the sample
+    choice = select([lone], "majority")
+    assert (choice.answer, choice.best, choice.votes) == (None, lone, {})  # no answer anywhere: keep the sample
 
 
 def test_repeated_sampling_reports_coverage_and_counts():
@@ -71,7 +72,7 @@ def test_best_of_n_selection_rules(selection, expected):
 
 
 def test_verifier_selection_without_scorer_is_a_config_error():
-    with engine() as e, pytest.raises(ConfigError, match="selection='weighted' needs a verifier"):
+    with engine() as e, pytest.raises(ConfigError, match=r"selection='weighted'\) needs a verifier"):
         e.solve("q", 1000, "best_of_n", selection="weighted")
 
 
@@ -120,8 +121,8 @@ def test_registry_loads_entry_points_and_runtime_registrations(monkeypatch):
     reg = Registry("strategy", {}, "grp")
     assert reg.names() == ["plugin_strategy"]
     assert reg.get("plugin_strategy").name == "best_of_n"
-    reg.register("mine", majority_vote)
-    assert reg.get("mine") is majority_vote
+    reg.register("mine", select)
+    assert reg.get("mine") is select
 
 
 @pytest.mark.parametrize("seed", range(40))

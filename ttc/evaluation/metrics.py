@@ -155,7 +155,7 @@ def _cluster_answers(answers: Sequence[str | None], equivalent: Equivalent | Non
 
     Identical strings always share a cluster and are compared once. With ``equivalent``, each
     new distinct string joins the first cluster whose representative (its first answer) it is
-    equivalent to, as ``verifiers.answers.group_answers`` does, so a problem with D distinct
+    equivalent to, as ``ttc.core.answers.group_answers`` does, so a problem with D distinct
     answers and C clusters costs at most D x C calls.
     """
     by_string: dict[str, int] = {}
@@ -285,7 +285,7 @@ def majority_at_k(
     from a single run.
 
     Answers are grouped by exact string equality, or by ``equivalent(a, b)`` when given (in
-    ttc, ``verifiers.answers.answers_match``); clusters are computed once, not per trial.
+    ttc, ``ttc.core.answers.answers_match``); clusters are computed once, not per trial.
     A cluster is correct when its first sample is. Ties between the most frequent answers are
     broken uniformly at random with ``rng``: the expected value of that rule is the mean over
     the tied answers, the standard unbiased choice (neither favouring nor penalising ties).
@@ -504,7 +504,7 @@ def usage_per_problem(usages: Sequence[Mapping[str, float]]) -> dict[str, float]
     """Mean and total compute over problems, one usage mapping per problem.
 
     Reads ``generated_tokens``, ``prompt_tokens``, ``verifier_tokens`` and ``flops`` (e.g. from
-    ``ttc.types.Usage.to_dict()``); a missing key counts as 0, since e.g. a run without a
+    ``ttc.core.types.Usage.to_dict()``); a missing key counts as 0, since e.g. a run without a
     verifier has no verifier tokens. Returns ``mean_<key>`` and ``total_<key>`` for each, plus
     ``problems``: the cost side of an accuracy-vs-compute plot.
     Raises ValueError on no problems.

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ttc.budget import Budget
-from ttc.datasets import load_problems
+from ttc.core.budget import Budget
+from ttc.evaluation.datasets import load_problems
 from ttc.engine import Engine
-from ttc.errors import TTCError
-from ttc.recipe import Recipe
-from ttc.results import ResultsLog, record_key, solution_record
-from ttc.types import Problem, Solution
+from ttc.core.errors import TTCError
+from ttc.evaluation.recipe import Recipe
+from ttc.evaluation.results import ResultsLog, record_key, solution_record
+from ttc.core.types import Problem, Solution
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class Progress:
 async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, progress: bool = True,
                            base_dir: Path | None = None, make_plots: bool = True) -> dict[str, Any]:
     """Run what is not yet in results.jsonl; write metrics.json and plots from all results."""
-    from ttc.report import write_report
+    from ttc.evaluation.report import write_report
 
     out = recipe.output_dir()
     out.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,42 @@ import socket
 from typing import Any
 from urllib.parse import urlparse
 
-from ttc.config import ClusterConfig, PoolConfig  # noqa: F401 (re-exported: the cluster's configs)
-from ttc.errors import BackendError, ConfigError
+from pydantic import Field
+
+from ttc.core.config import StrictModel
+from ttc.core.errors import BackendError, ConfigError
+
+
+class ReplicaPoolConfig(StrictModel):
+    """One pool of identical replicas and where Ray may place them."""
+
+    replicas: int = Field(1, ge=1, le=1024, description="Actors in the pool.")
+    num_cpus: float = Field(1.0, ge=0.0, description="CPUs Ray reserves per replica.")
+    num_gpus: float = Field(0.0, ge=0.0, description="GPUs per replica (set tensor_parallel_size in the backend "
+                                                     "options to match).")
+    max_in_flight: int = Field(256, ge=1, description="Requests a replica takes at once; more wait (backpressure).")
+    runtime_env: dict[str, Any] = Field(default_factory=dict,
+                                        description="Ray runtime env per replica, e.g. {env_vars: {OMP_NUM_THREADS: '2'}}.")
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources per replica.")
+
+
+class ClusterConfig(StrictModel):
+    """How to reach the cluster and how to size the pools."""
+
+    address: str | None = Field(
+        "auto", description="'auto' = the running cluster (RAY_ADDRESS or `ray start`), 'local' = start a "
+                            "private one in this process, or 'HOST:PORT' / 'ray://HOST:10001'.")
+    namespace: str = Field("ttc", description="Ray namespace of the pools' actors.")
+    generator: ReplicaPoolConfig = Field(default_factory=ReplicaPoolConfig, description="The generator pool.")
+    scorer: ReplicaPoolConfig = Field(default_factory=ReplicaPoolConfig,
+                               description="The scorer pool (for verifiers that hold a model, e.g. PRMs).")
+    max_attempts: int = Field(3, ge=1, le=20, description="Tries per request across replicas when replicas die.")
+    replica_start_timeout_s: float = Field(600.0, gt=0, description="Seconds a new replica may take to load.")
+    request_timeout_s: float | None = Field(
+        None, gt=0, description="Seconds one attempt may take; past it the replica is taken as hung, replaced, and "
+                                "the request retried elsewhere. None = no limit.")
+    num_cpus: int | None = Field(None, ge=1, description="With address='local': CPUs of the private cluster.")
+
 
 #: Keeps a Ray 2.60 node on 127.0.0.1 instead of every interface (tests, one-machine runs). Set only
 #: when the cluster is on loopback: on a real cluster it would make a driver report 127.0.0.1 as its IP.

@@ -1,8 +1,10 @@
-"""One registry per plugin kind: name -> lazily imported "module:Class".
+"""One registry per plugin kind (name -> lazily imported "module:Class") and the one builder.
 
 Built-ins are listed here; third-party packages add their own through the
 entry-point groups `ttc.strategies`, `ttc.verifiers` and `ttc.backends`. Nothing
-is imported until a name is looked up, so `import ttc` stays fast.
+is imported until a name is looked up, so `import ttc` stays fast. `build` is
+the only way a plugin is made from user options: the API, the CLI, recipes,
+`auto` and Ray replicas all call it.
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import importlib
 import importlib.metadata
 from typing import Any
 
-from ttc.errors import ConfigError
+from ttc.core.config import validate
+from ttc.core.errors import ConfigError
 
 
 class Registry:
@@ -71,7 +74,7 @@ STRATEGIES = Registry(
         "dvts": "strategies.dvts:DVTS",
         "rebase": "strategies.rebase:Rebase",
         "particle_filtering": "strategies.particle_filtering:ParticleFiltering",
-        "auto": "strategies.auto:Auto",
+        "auto": "strategies.auto.strategy:Auto",
     },
     "ttc.strategies",
 )
@@ -84,7 +87,7 @@ VERIFIERS = Registry(
         "self_eval": "verifiers.self_eval:SelfEvalScorer",
         "prm_transformers": "verifiers.prm_transformers:TransformersPRMScorer",
         "prm_vllm": "verifiers.prm_vllm:VLLMPRMScorer",
-        "fake": "ttc.testing:FakeScorer",
+        "fake": "verifiers.fake:FakeScorer",
     },
     "ttc.verifiers",
 )
@@ -94,7 +97,24 @@ BACKENDS = Registry(
     {
         "vllm": "workers.vllm_local:VLLMGenerator",
         "openai": "workers.openai_http:OpenAIHTTPGenerator",
-        "fake": "ttc.testing:FakeGenerator",
+        "fake": "workers.fake:FakeGenerator",
     },
     "ttc.backends",
 )
+
+#: Plugin kind -> its registry, for `build`.
+REGISTRIES: dict[str, Registry] = {"strategy": STRATEGIES, "verifier": VERIFIERS, "backend": BACKENDS}
+
+
+def build(kind: str, name: str, options: dict[str, Any] | None = None, *, prefix: str | None = None,
+          check_only: bool = False) -> Any:
+    """Look `name` up in the `kind` registry, validate `options` against the plugin's own Config
+    (every bad field reported at once, under `prefix`, default the plugin's name) and build it with
+    `from_config`. `check_only=True` validates and returns None (a plugin that will be built elsewhere,
+    e.g. on a Ray replica, still fails here, before any work)."""
+    registry = REGISTRIES.get(kind)
+    if registry is None:
+        raise ConfigError(f"unknown plugin kind {kind!r}; valid kinds are {sorted(REGISTRIES)}")
+    cls = registry.get(name)
+    config = validate(cls.Config, options, prefix=name if prefix is None else prefix)
+    return None if check_only else cls.from_config(config)

@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 
-from ttc.budget import Ledger
-from ttc.errors import BudgetError
+from ttc.core.budget import Ledger
+from ttc.core.errors import BudgetError
 
 
-class BudgetPool:
+class SharedBudget:
+    """The batch's one budget: members report their probes, then each hard one awaits its share."""
+
     def __init__(self, total: int, members: int):
         if members < 1:
-            raise BudgetError(f"a budget pool needs at least one member, got {members}")
+            raise BudgetError(f"a shared budget needs at least one member, got {members}")
         self.total = total
         self.members = members
         self._reports: dict[object, tuple[int, bool]] = {}

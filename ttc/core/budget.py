@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ttc.errors import BudgetError, ConfigError
-from ttc.types import GenerationResult, SamplingParams, Usage
+from ttc.core.errors import BudgetError, ConfigError
+from ttc.core.types import GenerationResult, SamplingParams, Usage
 
 _CAPS = ("generated_tokens", "prompt_tokens", "verifier_tokens", "flops", "seconds")
 

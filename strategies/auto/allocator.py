@@ -22,12 +22,15 @@ from typing import Any, Sequence
 
 from pydantic import Field
 
-from ttc.config import StrictModel
-from ttc.default_model import ttc_home
-from ttc.difficulty import DifficultyModel, ProbeFeatures, fit_difficulty, probe_features  # noqa: F401 (re-export)
-from ttc.errors import ConfigError
+from ttc.core.config import StrictModel
+from ttc.core.paths import ttc_home
+from strategies.auto.difficulty import DifficultyModel, ProbeFeatures, fit_difficulty, probe_features  # noqa: F401 (re-export)
+from ttc.core.errors import ConfigError
 
 FORMAT_VERSION = 3
+
+#: The pseudo-strategy of the "stop after the probe" choice (no strategy of the registry).
+PROBE_ONLY_STRATEGY = "probe_only"
 
 
 class ConfigChoice(StrictModel):
@@ -36,6 +39,26 @@ class ConfigChoice(StrictModel):
     label: str = Field(description="Name of the configuration in the grid.")
     strategy: str = Field(description="Strategy name.")
     options: dict[str, Any] = Field(default_factory=dict, description="Strategy options.")
+
+    def build(self, **sampling: Any) -> Any:
+        """The configured strategy (its options over the given sampling options), through the one builder."""
+        from ttc.core.registry import build
+
+        return build("strategy", self.strategy, {**sampling, **self.options})
+
+    @property
+    def reuses_probe(self) -> bool:
+        """Whether the probe's samples count among this configuration's N (declared by the strategy)."""
+        if self.strategy == PROBE_ONLY_STRATEGY:
+            return True
+        from ttc.core.registry import STRATEGIES
+
+        return STRATEGIES.get(self.strategy).reuses_probe
+
+    @property
+    def selection(self) -> str:
+        """How this configuration picks its answer (declared by the strategy; the probe votes)."""
+        return "majority" if self.strategy == PROBE_ONLY_STRATEGY else self.build().selection()
 
 
 class BinTable(StrictModel):
@@ -111,7 +134,7 @@ class AllocatorModel(StrictModel):
             raise ConfigError("no configuration of the allocator can run here (each needs what is missing)")
         best: tuple | None = None
         for label in labels:
-            reuses_probe = self.config(label).strategy in PROBE_REUSING
+            reuses_probe = self.config(label).reuses_probe
             room = budget if reuses_probe else budget - probe_tokens
             for bud in sorted({float(x) for x in self.budgets if x <= room} | {float(room)}):
                 accuracy = self.accuracy_at(b, label, bud)
@@ -130,19 +153,6 @@ class AllocatorModel(StrictModel):
         if best is None:
             raise ConfigError(f"budget={budget}: below every calibrated budget {self.budgets} of the allocator")
         return best[1]
-
-    def choose(self, features: ProbeFeatures, budget: float, allowed: Sequence[str] | None = None) -> ConfigChoice:
-        """The most accurate configuration at `budget` for this prompt's bin."""
-        return self.decide(features, budget, allowed=allowed, price_per_1k_tokens=0.0).config
-
-
-#: Strategies whose N samples can include the probe's (the probe is repeated sampling too).
-PROBE_REUSING = ("best_of_n", "repeated_sampling", "probe_only")
-
-
-def selection_of(config: ConfigChoice) -> str:
-    """How a configuration picks its answer: best-of-N's `selection`; every other strategy votes."""
-    return config.options.get("selection", "majority") if config.strategy == "best_of_n" else "majority"
 
 
 def vote_settled(counts: Sequence[int], stop_margin: int) -> bool:
@@ -288,7 +298,7 @@ def quantile_edges(values: Sequence[float], n_bins: int) -> list[float]:
 
 
 #: The choice "stop after the probe": no further compute, the probe's majority answer.
-PROBE_ONLY = ConfigChoice(label="probe_only", strategy="probe_only", options={})
+PROBE_ONLY = ConfigChoice(label="probe_only", strategy=PROBE_ONLY_STRATEGY, options={})
 
 
 def allocator_path(name_or_path: str) -> Path:
@@ -308,7 +318,7 @@ def save(model: AllocatorModel, path: Path) -> Path:
 
 
 def load(name_or_path: str) -> AllocatorModel:
-    from ttc.config import validate
+    from ttc.core.config import validate
 
     path = allocator_path(name_or_path)
     if not path.is_file():

@@ -16,8 +16,8 @@ from typing import Any, Sequence
 
 from pydantic import Field
 
-from ttc.config import StrictModel
-from ttc.types import Trajectory
+from ttc.core.config import StrictModel
+from ttc.core.types import Trajectory
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class ProbeFeatures:
 
 
 def probe_features(samples: Sequence[Trajectory], prompt_tokens: int = 0) -> ProbeFeatures:
-    from verifiers.answers import group_answers
+    from ttc.core.answers import group_answers
 
     if not samples:
         return ProbeFeatures(0.0, 0.0, None, 0.0, prompt_tokens=prompt_tokens)

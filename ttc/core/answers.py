@@ -225,10 +225,10 @@ class _MathVerifyWorker:
 
     def _start(self) -> None:
         # Run as a module from the directory holding the package, not as a script:
-        # a script's own folder goes first on sys.path, and a verifiers/math.py
-        # would then shadow the standard library in the child.
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        self._proc = subprocess.Popen([sys.executable, "-m", "verifiers.answers"], cwd=root, text=True,
+        # a script's own folder goes first on sys.path, and a module there named like
+        # one of the standard library's would then shadow it in the child.
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self._proc = subprocess.Popen([sys.executable, "-m", "ttc.core.answers"], cwd=root, text=True,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         try:
             if self._read_line(_START_TIMEOUT_S) != "ready":

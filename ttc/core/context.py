@@ -12,18 +12,18 @@ import random
 import re
 from typing import Any, Sequence
 
-from ttc.budget import Ledger, Reservation
-from ttc.interfaces import Generator, Scorer
-from ttc.types import Completion, GenerationRequest, GenerationResult, Problem, SamplingParams, Trajectory
-from verifiers.answers import answers_match, extract_answer
+from ttc.core.budget import Ledger, Reservation
+from ttc.core.plugins import Generator, Scorer
+from ttc.core.types import Completion, GenerationRequest, GenerationResult, Problem, SamplingParams, Trajectory
+from ttc.core.answers import answers_match, extract_answer
 
-# A step ends at a blank line; the separator stays with the step so that
-# "".join(steps) is exactly the generated text.
-_STEP_SPLIT = re.compile(r"(?<=\n\n)")
+#: What ends a reasoning step unless a strategy's `step_separator` says otherwise: a blank line.
+STEP_SEPARATOR = "\n\n"
 
 
-def split_steps(text: str) -> list[str]:
-    return [s for s in _STEP_SPLIT.split(text) if s] or [""]
+def split_steps(text: str, separator: str = STEP_SEPARATOR) -> list[str]:
+    """The steps of a whole sample; each keeps its separator, so "".join(steps) is exactly the text."""
+    return [s for s in re.split(f"(?<={re.escape(separator)})", text) if s] or [""]
 
 
 class SearchContext:
@@ -42,7 +42,7 @@ class SearchContext:
         self._trajectories: dict[int, Trajectory] = {}
         self._node_ids = 0
         self.budget_limited = False
-        #: Set when the problem is one of a batch sharing one budget (see ttc.budget_pool).
+        #: Set when the problem is one of a batch sharing one budget (see ttc.core.shared_budget).
         self.pool = None
         self.pool_key: object = None
 

@@ -24,16 +24,17 @@ from typing import Any
 
 from pydantic import Field
 
+from strategies.auto.allocator import PROBE_ONLY_STRATEGY, ConfigChoice, Decision, probe_features, vote_settled
 from strategies.base import Outcome, Strategy
-from strategies.selection import best_scored, majority_vote
-from ttc.allocator import PROBE_REUSING, ConfigChoice, Decision, probe_features, selection_of, vote_settled
-from ttc.budget import Budget
-from ttc.config import SamplingOptions
-from ttc.context import SearchContext
-from ttc.errors import BudgetError, ConfigError
-from ttc.types import SamplingParams
-from verifiers.aggregation import aggregate
-from verifiers.answers import group_answers
+from ttc.core.answers import group_answers
+from ttc.core.budget import Budget
+from ttc.core.config import SamplingOptions
+from ttc.core.context import SearchContext
+from ttc.core.errors import BudgetError, ConfigError
+from ttc.core.selection import choose, select
+
+#: Samples in the difficulty probe, for `auto` and for `ttc calibrate` alike.
+DEFAULT_PROBE_SAMPLES = 4
 
 DEFAULT_CHOICE = ConfigChoice(label="best_of_n[majority]", strategy="best_of_n", options={"selection": "majority"})
 
@@ -41,7 +42,7 @@ DEFAULT_CHOICE = ConfigChoice(label="best_of_n[majority]", strategy="best_of_n",
 class AutoConfig(SamplingOptions):
     """The probe, the early stop, and which allocator to follow."""
 
-    probe_samples: int = Field(4, ge=1, le=64, description="Samples in the difficulty probe (with an allocator, "
+    probe_samples: int = Field(DEFAULT_PROBE_SAMPLES, ge=1, le=64, description="Samples in the difficulty probe (with an allocator, "
                                                            "default: the probe it was calibrated with).")
     allocator: str | None = Field(None, description="Allocator file or name from `ttc calibrate`; None = default.")
     confident_agreement: float = Field(
@@ -61,17 +62,22 @@ class AutoConfig(SamplingOptions):
 class Auto(Strategy):
     name = "auto"
     Config = AutoConfig
+    shares_budget = True
 
     def __init__(self, config: AutoConfig | None = None):
         super().__init__(config)
         self._model = None
         if self.config.allocator is not None:
-            from ttc.allocator import load
+            from strategies.auto.allocator import load
 
             self._model = load(self.config.allocator)
             if "probe_samples" not in self.config.model_fields_set:
                 # The probe the bins were fitted on (its features, and the rounds the early stop was tuned for).
                 self.config = self.config.model_copy(update={"probe_samples": self._model.probe_samples})
+
+    def shared_budget_entry(self) -> int:
+        """A problem of a batch sharing one budget first pays for its probe."""
+        return self.config.probe_samples * self.config.max_tokens
 
     def check(self, budget: Budget, has_scorer: bool) -> None:
         c = self.config
@@ -85,24 +91,26 @@ class Auto(Strategy):
 
     async def run(self, ctx: SearchContext) -> Outcome:
         c = self.config
-        pool = ctx.pool
+        shared = ctx.shared_budget
         try:
-            probe = await ctx.sample(self.sampling_params(c.probe_samples, logprobs=0))
+            probe = await ctx.sample(c.params(c.probe_samples, logprobs=0))
             features = probe_features(probe, prompt_tokens=ctx.ledger.usage.prompt_tokens)
             ctx.record("probe", samples=len(probe), **features.to_dict())
-            answer, best, votes = await ctx.offload(majority_vote, probe)
+            vote = await ctx.offload(select, probe, "majority")
+            answer, best = vote.answer, vote.best
         except BaseException:
-            if pool is not None:  # never leave the batch waiting for this prompt
-                pool.report(ctx.pool_key, ctx.ledger.usage.generated_tokens, hard=False)
+            if shared is not None:  # never leave the batch waiting for this prompt
+                shared.report(ctx.shared_key, ctx.ledger.usage.generated_tokens, hard=False)
             raise
-        metrics: dict[str, Any] = {"probe": features.to_dict(), "probe_votes": votes}
-        if pool is not None:
+        metrics: dict[str, Any] = {"probe": features.to_dict(), "probe_votes": vote.votes}
+        if shared is not None:
             # Batch mode: easy prompts hand back what they did not spend; hard ones share it.
-            pool.report(ctx.pool_key, ctx.ledger.usage.generated_tokens, hard=features.agreement < c.confident_agreement)
-            share = await pool.share(ctx.pool_key)
-            pool.grant(ctx.ledger, share)
-            ctx.record("pool_share", tokens=share)
-            metrics["pool_share"] = share
+            shared.report(ctx.shared_key, ctx.ledger.usage.generated_tokens,
+                          hard=features.agreement < c.confident_agreement)
+            share = await shared.share(ctx.shared_key)
+            shared.grant(ctx.ledger, share)
+            ctx.record("budget_share", tokens=share)
+            metrics["budget_share"] = share
         left = ctx.ledger.generated_left()
         if features.agreement >= c.confident_agreement or (left is not None and left < c.max_tokens):
             reason = "confident" if features.agreement >= c.confident_agreement else "budget spent by probe"
@@ -113,17 +121,17 @@ class Auto(Strategy):
         choice = decision.config if decision is not None else DEFAULT_CHOICE
         where = {} if decision is None else {"bin": decision.bin, "expected_accuracy": round(decision.expected_accuracy, 4),
                                              "expected_tokens": round(decision.expected_tokens, 1)}
-        if choice.strategy == "probe_only":  # the allocator found the probe enough for prompts like this
+        if choice.strategy == PROBE_ONLY_STRATEGY:  # the allocator found the probe enough for prompts like this
             ctx.record("auto", decision="stop_after_probe", reason="allocator", **where)
             return Outcome(answer, best, probe, {**metrics, "decision": "stop_after_probe", "reason": "allocator",
                                                  **where})
         # The chosen budget counts the probe when the strategy reuses its samples.
-        sub_budget = left if decision is None else decision.budget - (spent if choice.strategy in PROBE_REUSING else 0)
+        sub_budget = left if decision is None else decision.budget - (spent if choice.reuses_probe else 0)
         if sub_budget is not None and left is not None:
             sub_budget = min(sub_budget, left)
         ctx.record("auto", decision="run", config=choice.label, budget_left=left, sub_budget=sub_budget, **where)
         metrics.update(decision="run", config=choice.label, sub_budget=sub_budget, **where)
-        if choice.strategy in ("best_of_n", "repeated_sampling"):
+        if choice.reuses_probe:
             return await self.run_best_of_n(ctx, choice, probe, sub_budget, metrics)
         outcome = await self.build(choice, sub_budget).run(ctx)
         metrics["sub_metrics"] = outcome.metrics
@@ -136,7 +144,7 @@ class Auto(Strategy):
         # The choice's own sampling settings (those calibration ran it with) override auto's.
         sampling = self.config.model_copy(update={k: v for k, v in choice.options.items()
                                                   if k in SamplingOptions.model_fields})
-        selection = selection_of(choice)
+        selection = choice.selection
         if "n" in choice.options:  # N counts the probe's samples
             more = max(0, int(choice.options["n"]) - len(probe))
         elif sub_budget is None:  # check() refuses this without an allocator; with one, its budgets apply
@@ -146,7 +154,7 @@ class Auto(Strategy):
         margin = self.stop_margin()
         step = sampling.probe_samples if margin > 0 else max(more, 1)
         needs_scores = selection != "majority" and self._has_scorer
-        logprobs = 0 if needs_scores and getattr(ctx.scorer, "needs_logprobs", False) else None
+        logprobs = 0 if needs_scores and ctx.scorer.needs_logprobs else None
         candidates, rounds = list(probe), 0
         while more > 0:
             groups = await ctx.offload(group_answers, [t.answer for t in candidates]) if margin > 0 else []
@@ -154,27 +162,18 @@ class Auto(Strategy):
                 ctx.record("auto_early_stop", samples=len(candidates), stop_margin=margin)
                 break
             k = min(step, more)
-            drawn = await ctx.sample(SamplingParams(n=k, temperature=sampling.temperature, top_p=sampling.top_p,
-                                                    max_tokens=sampling.max_tokens, stop=tuple(sampling.stop),
-                                                    logprobs=logprobs))
+            drawn = await ctx.sample(sampling.params(k, logprobs=logprobs))
             if not drawn:  # the ledger could not pay for another round
                 break
             rounds += 1
             candidates += drawn
             more -= k
         metrics.update(samples=len(candidates), rounds=rounds, stop_margin=margin)
-        scores = await ctx.score(candidates) if needs_scores else None
-        if scores is None:
-            if needs_scores:  # verifier budget spent: fall back to the vote rather than lose the samples
-                ctx.record("selection_fallback", reason="verifier budget exhausted", selection="majority")
-            answer, best, metrics["votes"] = await ctx.offload(majority_vote, candidates)
-            return Outcome(answer, best, candidates, metrics)
-        weights = [aggregate(s, choice.options.get("aggregation", "last")) for s in scores]
-        if selection == "verifier":
-            answer, best = best_scored(candidates, weights)
-        else:
-            answer, best, metrics["votes"] = await ctx.offload(majority_vote, candidates, weights)
-        return Outcome(answer, best, candidates, metrics)
+        final = await choose(ctx, candidates, selection if needs_scores else "majority",
+                             choice.options.get("aggregation", "last"))
+        if final.votes is not None:
+            metrics["votes"] = final.votes
+        return Outcome(final.answer, final.best, candidates, metrics)
 
     def stop_margin(self) -> int:
         """The early-stop margin: this run's option, else the allocator file's, else none."""
@@ -186,34 +185,22 @@ class Auto(Strategy):
         """The allocator's pick for this prompt (None without an allocator: the default applies)."""
         if self._model is None:
             return None
-        from ttc.registry import STRATEGIES
-
         # Configurations that need a verifier are left out when none is configured.
-        allowed = []
-        for cfg in self._model.configs:
-            if cfg.strategy == "probe_only":
-                allowed.append(cfg.label)
-                continue
-            cls = STRATEGIES.get(cfg.strategy)
-            needs = cls.needs_scorer or cfg.options.get("selection", "majority") != "majority"
-            if self._has_scorer or not needs:
-                allowed.append(cfg.label)
+        allowed = [cfg.label for cfg in self._model.configs
+                   if cfg.strategy == PROBE_ONLY_STRATEGY or self._has_scorer or not cfg.build().needs_scorer()]
         return self._model.decide(features, budget if budget is not None else max(self._model.budgets),
                                   probe_tokens=spent, probe_budget=self.config.probe_samples * self.config.max_tokens,
                                   allowed=allowed, price_per_1k_tokens=self.config.price_per_1k_tokens)
 
     def build(self, choice: ConfigChoice, left: int | None) -> Strategy:
         """The chosen strategy, sized to the budget that is left."""
-        from ttc.registry import STRATEGIES
-
-        cls = STRATEGIES.get(choice.strategy)
-        options = {"max_tokens": self.config.max_tokens, "temperature": self.config.temperature,
-                   "top_p": self.config.top_p, "stop": self.config.stop, **choice.options}
-        if "n" not in choice.options and left is not None and "n" in cls.Config.model_fields:
-            n = left // options["max_tokens"]
-            m = options.get("beam_width", 1) if "beam_width" in cls.Config.model_fields else 1
-            options["n"] = max(m, n - n % m)
+        sampling = {k: getattr(self.config, k) for k in SamplingOptions.model_fields}
         try:
-            return cls.from_options(options)
+            strategy = choice.build(**sampling)
+            if "n" not in choice.options and left is not None and "n" in strategy.Config.model_fields:
+                n = left // strategy.config.max_tokens
+                m = strategy.width_multiple()
+                strategy = choice.build(**sampling, n=max(m, n - n % m))
         except ConfigError as exc:
             raise ConfigError(f"auto: the allocator's choice {choice.label!r} is invalid here: {exc}") from None
+        return strategy

@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
-from ttc import metrics as M
+from ttc.evaluation import metrics as M
 
 
 def _powers_of_two(n: int) -> list[int]:
@@ -31,7 +31,7 @@ def _scaling_curves(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     n_min = min(len(r["candidates"]) for r in judged)
     if n_min < 2:
         return None
-    from verifiers.answers import answers_match
+    from ttc.core.answers import answers_match
 
     problems = [[M.Sample(c["answer"], bool(c["correct"]), c.get("score")) for c in r["candidates"]] for r in judged]
     ks = _powers_of_two(n_min)

@@ -11,7 +11,7 @@ Built-ins:
 Any other ``source`` is a path to a local ``.jsonl`` or ``.parquet`` file whose columns are
 mapped onto `Problem` fields by ``fields``; the columns left over go into ``Problem.metadata``.
 
-Build a config with ``ttc.config.validate(DatasetConfig, data, prefix="dataset")`` (every bad
+Build a config with ``ttc.core.config.validate(DatasetConfig, data, prefix="dataset")`` (every bad
 field reported at once) or pass the dict to `load_problems`; every error is a `ConfigError`
 naming the field, path or value at fault.
 """
@@ -25,9 +25,9 @@ from typing import Any, Iterable
 
 from pydantic import Field, field_validator
 
-from ttc.config import StrictModel, validate
-from ttc.errors import ConfigError
-from ttc.types import Problem
+from ttc.core.config import StrictModel, validate
+from ttc.core.errors import ConfigError
+from ttc.core.types import Problem
 
 ARITHMETIC_LEVELS: tuple[str, ...] = ("add1", "add2", "add3", "mul1", "mul2", "mul3")
 """Arithmetic difficulty levels, easiest first; metadata ``difficulty`` is the 1-based rank."""
@@ -215,7 +215,7 @@ def _data_file(name: str) -> Path:
             return Path(str(ref))
     except (ModuleNotFoundError, TypeError, AttributeError):  # pragma: no cover - unusual installs
         pass
-    return Path(__file__).resolve().parent / "data" / name
+    return Path(__file__).resolve().parents[1] / "data" / name  # ttc/data, shipped as package data
 
 
 def _math500() -> list[Problem]:

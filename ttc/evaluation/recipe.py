@@ -14,11 +14,13 @@ from typing import Any
 import yaml
 from pydantic import Field, PrivateAttr, field_validator
 
-from ttc.budget import Budget
-from ttc.config import ClusterConfig, EngineConfig, StrictModel, validate
-from ttc.datasets import DatasetConfig
-from ttc.errors import BudgetError, ConfigError
-from ttc.registry import BACKENDS, STRATEGIES, VERIFIERS
+from ttc.core.budget import Budget
+from ttc.core.config import StrictModel, validate
+from ttc.engine_config import EngineConfig
+from workers.cluster import ClusterConfig
+from ttc.evaluation.datasets import DatasetConfig
+from ttc.core.errors import BudgetError, ConfigError
+from ttc.core.registry import BACKENDS, STRATEGIES, VERIFIERS, build
 
 
 class GeneratorSpec(StrictModel):
@@ -126,20 +128,19 @@ def _check_components(recipe: Recipe) -> list[str]:
             except ConfigError as exc:
                 problems.append(f"{prefix}: {exc}")
     if recipe.verifier is not None and not problems:
-        cls = VERIFIERS.get(recipe.verifier.name)
         try:
-            validate(cls.Config, recipe.verifier.options, prefix="verifier.options")
+            build("verifier", recipe.verifier.name, recipe.verifier.options, prefix="verifier.options", check_only=True)
         except ConfigError as exc:
             problems.extend(exc.problems)
     for i, spec in enumerate(recipe.strategies):
         where = f"strategy[{i}]" if len(recipe.strategies) > 1 else "strategy"
         try:
-            cls = STRATEGIES.get(spec.name)
+            STRATEGIES.get(spec.name)
         except ConfigError as exc:
             problems.append(f"{where}.name: {exc}")
             continue
         try:
-            strat = cls(validate(cls.Config, recipe.strategy_options(spec), prefix=where))
+            strat = build("strategy", spec.name, recipe.strategy_options(spec), prefix=where)
             for budget in recipe.budgets:
                 strat.check(budget, recipe.verifier is not None)
         except (ConfigError, BudgetError) as exc:
@@ -149,9 +150,10 @@ def _check_components(recipe: Recipe) -> list[str]:
     except BudgetError as exc:
         problems.append(str(exc))
     if recipe.pooled_budget:
-        not_auto = [s.display() for s in recipe.strategies if s.name != "auto"]
-        if not_auto:
-            problems.append(f"pooled_budget: true needs strategy 'auto', got {not_auto}")
+        not_sharing = [s.display() for s in recipe.strategies
+                       if s.name in STRATEGIES.names() and not STRATEGIES.get(s.name).shares_budget]
+        if not_sharing:
+            problems.append(f"pooled_budget: true needs strategy 'auto', got {not_sharing}")
         if any(b.generated_tokens is None or len(b.to_dict()) > 1 for b in recipe.budgets):
             problems.append("pooled_budget: true needs int budgets (generated tokens)")
     labels = [s.display() for s in recipe.strategies]

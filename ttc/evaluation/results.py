@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from ttc.types import Solution
+from ttc.core.types import Solution
 
 
 def record_key(record: dict[str, Any]) -> tuple[str, str]:

@@ -25,7 +25,7 @@ class Problem:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to sample one request; validated by `ttc.config.SamplingConfig` before use."""
+    """How to sample one request; built from validated options by `ttc.core.config.SamplingOptions.params`."""
 
     n: int = 1
     temperature: float = 0.8

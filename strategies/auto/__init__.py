@@ -1,0 +1,1 @@
+"""`auto`: the compute-optimal allocator (difficulty model, allocator file) and the strategy that follows it."""

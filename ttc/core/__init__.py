@@ -1,0 +1,3 @@
+"""The core layer: vocabulary, interfaces, budget and ledger, search context, config base, registry.
+
+It imports nothing from above it (plugins or application)."""

@@ -1,0 +1,1 @@
+"""Recipes and evaluation (application layer): recipe files, the runner, results, datasets, metrics, reports."""

@@ -1,0 +1,179 @@
+"""A deterministic fake of the Generator interface (the `fake` backend).
+
+Part of the public surface (re-exported by `ttc.testing`): ttc's own unit tests
+and plugin authors use it to test strategies without a model. They honour the request contract exactly —
+n, max_tokens (one token = one whitespace-separated word), stop strings,
+logprobs, prompt and cached-prompt token counts — so budget tests on the fakes
+mean what they would mean on vLLM.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import re
+from typing import Callable, Mapping, Sequence
+
+from pydantic import Field
+
+from ttc.core.config import StrictModel
+from ttc.core.errors import BackendError
+from ttc.core.plugins import Generator
+from ttc.core.types import Completion, GenerationRequest, GenerationResult, Problem
+
+# One fake token = one word and the whitespace after it, so texts re-join exactly.
+_TOKEN = re.compile(r"\s*\S+\s*|\s+")
+TextScript = Callable[[str, random.Random], str]
+
+
+def seeded_rng(*parts: object) -> random.Random:
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def answer_script(answers: Mapping[str, float], steps: int = 3, words_per_step: int = 6) -> TextScript:
+    """A script whose samples reason for `steps` steps, then box an answer drawn with the given weights.
+
+    It is step-aware: a continuation request (the prompt already holds k steps after the
+    "[assistant]" marker of `FakeGenerator.render_prompt`) gets the remaining steps only, so
+    step-level searches grow trajectories exactly as they would on a real model.
+    """
+    values, weights = list(answers), list(answers.values())
+
+    def script(prompt: str, rng: random.Random) -> str:
+        so_far = prompt.rpartition("[assistant]\n")[2].count("\n\n")
+        body = "".join(
+            " ".join(f"w{rng.randrange(1000)}" for _ in range(words_per_step)) + "\n\n"
+            for _ in range(max(0, steps - so_far))
+        )
+        return body + f"The answer is \\boxed{{{rng.choices(values, weights)[0]}}}"
+
+    return script
+
+
+class FakeGeneratorConfig(StrictModel):
+    """Options of the fake backend when it is chosen by name (backend='fake')."""
+
+    model: str | None = Field(None, description="Ignored; accepted so engine configs can name a model.")
+    answers: dict[str, float] = Field(default_factory=lambda: {"42": 0.6, "41": 0.3, "7": 0.1},
+                                      description="Answer -> sampling weight.")
+    seed: int = Field(0, description="Seed of the scripted randomness.")
+    latency_s: float = Field(0.0, ge=0.0, description="Simulated seconds per generate call.")
+    fail_on_call: int | None = Field(None, ge=1, description="The generate call (1-based) that raises BackendError.")
+    exit_on_call: int | None = Field(
+        None, ge=1, description="The generate call (1-based) on which the whole process exits, as if killed "
+                                "(for fault tests on a cluster: run it only inside a replica).")
+    exit_token: str | None = Field(
+        None, description="With exit_on_call: a file path; only the process that creates it exits, so exactly "
+                          "one replica of a pool dies.")
+    fail_start_token: str | None = Field(
+        None, description="A file path: the one process that creates it fails in start(), so exactly one "
+                          "replica of a pool fails to come up (for start-failure tests).")
+
+
+class FakeGenerator(Generator):
+    """Scripted generator: same seed and requests, same completions.
+
+    `script(prompt, rng)` returns the full text a sample would produce; the fake
+    then cuts it at the first stop string or at max_tokens words. A request's
+    randomness depends on (seed, prompt, how many times this prompt was asked,
+    sample index), so repeating a prompt gives fresh but reproducible samples.
+    """
+
+    model_name = "fake"
+    Config = FakeGeneratorConfig
+
+    @classmethod
+    def from_config(cls, config: FakeGeneratorConfig) -> "FakeGenerator":
+        fake = cls(answer_script(config.answers), seed=config.seed, latency_s=config.latency_s,
+                   fail_on_call=config.fail_on_call)
+        fake.exit_on_call, fake.exit_token = config.exit_on_call, config.exit_token
+        fake.fail_start_token = config.fail_start_token
+        return fake
+
+    def start(self) -> None:
+        if self.fail_start_token is not None and _claim(self.fail_start_token):
+            raise BackendError("fake backend failed to start (fail_start_token)", retryable=False)
+
+    def __init__(self, script: TextScript | None = None, *, seed: int = 0, num_parameters: int | None = 1_000_000,
+                 latency_s: float = 0.0, fail_on_call: int | None = None, dies: bool = False):
+        self.script = script or answer_script({"42": 0.6, "41": 0.3, "7": 0.1})
+        self.seed = seed
+        self.num_parameters = num_parameters
+        self.latency_s = latency_s
+        self.fail_on_call = fail_on_call  # 1-based generate() call that raises BackendError
+        self.dies = dies  # after failing, every later call fails too (a dead engine)
+        self.calls: list[list[GenerationRequest]] = []
+        self.exit_on_call: int | None = None  # see FakeGeneratorConfig.exit_on_call
+        self.exit_token: str | None = None
+        self.fail_start_token: str | None = None  # see FakeGeneratorConfig.fail_start_token
+        self._asked: dict[str, int] = {}
+        self._seen_prompts: list[list[str]] = []
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def render_prompt(self, problem: Problem) -> str:
+        return (f"[system] {problem.system}\n" if problem.system else "") + f"[user] {problem.prompt}\n[assistant]\n"
+
+    def _cached_tokens(self, words: list[str]) -> int:
+        best = 0
+        for seen in self._seen_prompts:
+            k = 0
+            for a, b in zip(seen, words):
+                if a != b:
+                    break
+                k += 1
+            best = max(best, k)
+        self._seen_prompts.append(words)
+        return best
+
+    def _complete(self, req: GenerationRequest) -> GenerationResult:
+        p = req.params
+        asked = self._asked.get(req.prompt, 0)
+        self._asked[req.prompt] = asked + 1
+        completions = []
+        for i in range(p.n):
+            rng = seeded_rng(self.seed, p.seed, req.prompt, asked, i)
+            text = self.script(req.prompt, rng)
+            reason, stop = "stop", None
+            cut = min((text.find(s) for s in p.stop if s and s in text), default=-1)
+            if cut >= 0:
+                stop = next(s for s in p.stop if s and text.find(s) == cut)
+                text = text[: cut + len(stop)]  # the stop string stays in the text, as with every backend
+            tokens = _TOKEN.findall(text)
+            if len(tokens) > p.max_tokens:
+                tokens, reason, stop = tokens[: p.max_tokens], "length", None
+                text = "".join(tokens)
+            n_tokens = len(tokens)
+            logprobs = [-rng.random() for _ in range(n_tokens)] if p.logprobs is not None else None
+            top = None
+            if p.logprobs:  # alternatives: the chosen word first, then made-up ones
+                top = [{t.strip(): lp, **{f"alt{j}": lp - 1 - j for j in range(p.logprobs - 1)}}
+                       for t, lp in zip(tokens, logprobs)]
+            completions.append(Completion(text, n_tokens, reason, logprobs, stop, top))
+        words = req.prompt.split()
+        return GenerationResult(completions, len(words), self._cached_tokens(words))
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        self.calls.append(list(requests))
+        call = len(self.calls)
+        if call == self.exit_on_call and _claim(self.exit_token):
+            os._exit(17)  # no clean-up, no exception: what a killed replica looks like to its pool
+        if self.fail_on_call is not None and (call == self.fail_on_call or (self.dies and call > self.fail_on_call)):
+            raise BackendError(f"fake backend failed on generate call {call}", retryable=not self.dies)
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        return [self._complete(r) for r in requests]
+
+
+def _claim(token: str | None) -> bool:
+    """True for the one process that creates `token` (always True without a token)."""
+    if token is None:
+        return True
+    try:
+        os.close(os.open(token, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
