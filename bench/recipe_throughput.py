@@ -1,7 +1,7 @@
 """Recipe throughput: the quickstart's problems run concurrently (as `ttc run` does) vs one at a time.
 
 Both runs use the same runner and one already-started engine (start-up is not
-timed), and differ only in the recipe's `concurrency`. Prints a table and, as
+timed), and differ only in the recipe's `max_concurrent_problems`. Prints a table and, as
 its last line, one JSON object with both wall times and `speedup`.
 
     python -m bench.recipe_throughput [--budget 512] [--per-level 8] [--repeats 1]
@@ -39,7 +39,7 @@ def main() -> None:
 
     def timed(concurrency: int) -> tuple[float, int, float]:
         with tempfile.TemporaryDirectory() as out:
-            recipe = load_recipe(QUICKSTART, {**overrides, "concurrency": concurrency, "output": out})
+            recipe = load_recipe(QUICKSTART, {**overrides, "max_concurrent_problems": concurrency, "output": out})
             engine.config.max_concurrent_problems = concurrency
             engine._problem_slots = None  # the engine's semaphore follows the recipe's concurrency
             t = time.perf_counter()

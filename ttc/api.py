@@ -12,6 +12,7 @@ from typing import Any
 
 from ttc.core.budget import Budget
 from ttc.engine import Engine
+from ttc.engine_config import DEFAULT_STRATEGY
 from ttc.core.types import Problem, Solution
 
 _default: Engine | None = None
@@ -27,12 +28,12 @@ def default_engine() -> Engine:
         return _default
 
 
-def solve(prompt: str | Problem, budget: Budget | int | dict, strategy: str = "best_of_n",
+def solve(prompt: str | Problem, budget: Budget | int | dict, strategy: str = DEFAULT_STRATEGY,
           engine: Engine | None = None, **options: Any) -> Solution:
     """Spend `budget` (an int = generated tokens) on `prompt` with `strategy`; options go to the strategy."""
     return (engine or default_engine()).solve(prompt, budget, strategy, **options)
 
 
-async def asolve(prompt: str | Problem, budget: Budget | int | dict, strategy: str = "best_of_n",
+async def asolve(prompt: str | Problem, budget: Budget | int | dict, strategy: str = DEFAULT_STRATEGY,
                  engine: Engine | None = None, **options: Any) -> Solution:
     return await (engine or default_engine()).asolve(prompt, budget, strategy, **options)

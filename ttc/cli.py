@@ -12,6 +12,7 @@ import sys
 from typing import Sequence
 
 from ttc.core.errors import BackendError, BudgetError, ConfigError, SolveError, TTCError
+from ttc.engine_config import DEFAULT_STRATEGY
 
 USAGE_ERRORS = (ConfigError, BudgetError)
 
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("solve", help="answer one prompt under a compute budget")
     s.add_argument("prompt", help="the problem text")
     s.add_argument("--budget", required=True, type=int, help="generated-token budget (an int)")
-    s.add_argument("--strategy", default="best_of_n", help="strategy name (default: best_of_n)")
+    s.add_argument("--strategy", default=DEFAULT_STRATEGY, help=f"strategy name (default: {DEFAULT_STRATEGY})")
     s.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="strategy option, repeatable (e.g. --set n=8 --set selection=majority)")
     s.add_argument("--reference", help="reference answer, to report correctness and coverage")

@@ -19,7 +19,7 @@ from ttc.core.plugins import Generator, Scorer, Strategy, Worker
 from ttc.core.registry import BACKENDS, VERIFIERS, build
 from ttc.core.shared_budget import SharedBudget
 from ttc.core.types import Problem, Solution
-from ttc.engine_config import EngineConfig
+from ttc.engine_config import DEFAULT_STRATEGY, EngineConfig
 
 T = TypeVar("T")
 
@@ -207,7 +207,7 @@ class Engine:
         usage = ctx.ledger.finish()
         return Solution(None, strat.name, None, list(ctx.produced), usage, ctx.trace, {"failed": True}, ctx.problem)
 
-    async def asolve(self, prompt: str | Problem, budget: Budget | int | dict, strategy: str = "best_of_n", *,
+    async def asolve(self, prompt: str | Problem, budget: Budget | int | dict, strategy: str = DEFAULT_STRATEGY, *,
                      reference: str | None = None, seed: int | None = None, verifier: str | None = None,
                      **options: Any) -> Solution:
         """Solve one problem; `verifier` overrides the engine's scorer for this call."""
@@ -215,13 +215,13 @@ class Engine:
         fut = self._submit(self._solve(problem, budget, strategy, options, seed, verifier))
         return await asyncio.wrap_future(fut)
 
-    def solve(self, prompt: str | Problem, budget: Budget | int | dict, strategy: str = "best_of_n", *,
+    def solve(self, prompt: str | Problem, budget: Budget | int | dict, strategy: str = DEFAULT_STRATEGY, *,
               reference: str | None = None, seed: int | None = None, verifier: str | None = None,
               **options: Any) -> Solution:
         problem = make_problem(prompt, reference, self.config.system_prompt)
         return self._submit(self._solve(problem, budget, strategy, options, seed, verifier)).result()
 
-    async def asolve_many(self, problems: Sequence[str | Problem], budget, strategy: str = "best_of_n", *,
+    async def asolve_many(self, problems: Sequence[str | Problem], budget, strategy: str = DEFAULT_STRATEGY, *,
                           seed: int | None = None, **options: Any) -> list[Solution | TTCError]:
         """Solve many problems concurrently; a failed problem yields its error, the others still finish."""
         prepared = [make_problem(p, None, self.config.system_prompt) for p in problems]
@@ -273,7 +273,7 @@ class Engine:
             results += await asyncio.gather(*(one(i, p) for i, p in enumerate(group)))
         return results
 
-    def solve_many(self, problems: Sequence[str | Problem], budget, strategy: str = "best_of_n", *,
+    def solve_many(self, problems: Sequence[str | Problem], budget, strategy: str = DEFAULT_STRATEGY, *,
                    seed: int | None = None, **options: Any) -> list[Solution | TTCError]:
         return asyncio.run(self.asolve_many(problems, budget, strategy, seed=seed, **options))
 

@@ -15,7 +15,6 @@ sent as a bearer header.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shlex
 import sys
@@ -184,7 +183,3 @@ def _call(fn, job_id: str, address: str):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
-
-
-def as_json(obj: Any) -> str:
-    return json.dumps(obj, default=str)

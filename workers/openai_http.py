@@ -14,8 +14,9 @@ import os
 from typing import Any, Sequence
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from ttc.core.config import StrictModel
 from ttc.core.errors import BackendError, ConfigError
 from ttc.core.plugins import Generator
 from ttc.core.types import Completion, GenerationRequest, GenerationResult, Problem, SamplingParams
@@ -25,10 +26,8 @@ _FINISH = {"stop": "stop", "length": "length"}
 _sleep = asyncio.sleep  # module-level so tests can observe back-off without waiting
 
 
-class OpenAIHTTPConfig(BaseModel):
+class OpenAIHTTPConfig(StrictModel):
     """Where the server is and how hard to try before giving up."""
-
-    model_config = ConfigDict(extra="forbid")
 
     base_url: str = Field(description="Server root including the API prefix, e.g. http://127.0.0.1:8000/v1.")
     model: str = Field(min_length=1, description="Model name sent in each request (as the server registered it).")

@@ -24,7 +24,7 @@ def recipe(out, n=8):
         "sampling": {"max_tokens": 96, "temperature": 0.8},
         "strategy": {"name": "best_of_n", "selection": "majority"}, "budget": 384, "output": str(out),
         # Problems in waves of 4, so a kill after the first results still finds work in flight and to come.
-        "concurrency": 4,
+        "max_concurrent_problems": 4,
         "cluster": {"address": "local", "generator": {"replicas": 1, "num_cpus": 1}},
     })
 

@@ -54,7 +54,7 @@ def test_every_shipped_recipe_validates_and_dry_runs_on_fakes(path, tmp_path):
     ({"datset": {"source": "arithmetic"}}, ["unknown option 'datset'", "did you mean 'dataset'"]),
     ({"strategy": {"name": "best_of_n", "selection": "best", "nn": 3}},
      ["strategy.selection", "'best'", "unknown option 'strategy.nn'", "did you mean 'n'"]),
-    ({"concurrency": 0}, ["concurrency", "got 0"]),
+    ({"max_concurrent_problems": 0}, ["max_concurrent_problems", "got 0"]),
     ({"generator": {"backend": "vllm2"}}, ["generator.backend", "did you mean 'vllm'"]),
     ({"verifier": {"name": "prm9"}}, ["verifier.name: unknown verifier 'prm9'"]),
     ({"strategy": {"name": "best_of_n", "selection": "weighted"}}, ["needs a verifier"]),
@@ -70,7 +70,7 @@ def test_bad_recipes_name_key_path_and_value(tmp_path, change, fragments):
 
 def test_all_problems_are_reported_at_once(tmp_path):
     with pytest.raises(ConfigError) as info:
-        recipe(tmp_path, concurrency=0, seeds=[], colour="red")
+        recipe(tmp_path, max_concurrent_problems=0, seeds=[], colour="red")
     assert len(info.value.problems) == 3
 
 

@@ -19,7 +19,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, sig):
         "name": "kill", "generator": {"backend": "fake", "options": {"latency_s": 0.15}},
         "dataset": {"source": "arithmetic", "levels": ["add1", "add2"], "per_level": 10},
         "sampling": {"max_tokens": 32}, "strategy": {"name": "best_of_n"}, "budget": 64,
-        "concurrency": 2, "output": str(out),
+        "max_concurrent_problems": 2, "output": str(out),
     }))
     cmd = [sys.executable, "-m", "ttc.cli", "run", str(path), "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -41,6 +41,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from ttc.core.selection import pick_many
+
 __all__ = [
     "METHODS",
     "PowerLawFit",
@@ -60,11 +62,6 @@ METHODS: tuple[str, ...] = ("majority", "weighted", "best_of", "coverage")
 USAGE_KEYS: tuple[str, ...] = ("generated_tokens", "prompt_tokens", "verifier_tokens", "flops")
 
 Equivalent = Callable[[str, str], bool]
-
-# Two float vote totals within this relative distance count as a tie: sums of the same scores
-# taken in a different order can differ in the last bits, and that must not decide a vote.
-_TIE_RTOL = 1e-9
-
 
 @dataclass(frozen=True)
 class Sample:
@@ -223,49 +220,20 @@ def _draw(rng: np.random.Generator, n: int, k: int, trials: int) -> np.ndarray:
     return rng.permuted(np.tile(np.arange(n), (trials, 1)), axis=1)[:, :k]
 
 
-def _pick_max(values: np.ndarray, eligible: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Column of each row's largest eligible value; ties broken uniformly at random.
-
-    Every tied column gets an independent uniform key and the largest key wins, which picks
-    each tied column with equal probability. Rows with nothing eligible return an arbitrary
-    column; callers mask them out.
-    """
-    masked = np.where(eligible, values, -np.inf)
-    best = masked.max(axis=1, keepdims=True)
-    tol = _TIE_RTOL * np.maximum(1.0, np.abs(np.where(np.isfinite(best), best, 0.0)))
-    tied = eligible & (masked >= best - tol)
-    keys = np.where(tied, rng.random(values.shape), -1.0)
-    return keys.argmax(axis=1)
-
-
-def _vote(p: _Prepared, k: int, rng: np.random.Generator, trials: int, weighted: bool) -> float:
+def _select(p: _Prepared, k: int, rng: np.random.Generator, trials: int, rule: str) -> float:
+    """Share of `trials` random k-subsets on which `rule` (ttc.core.selection, the rule every strategy
+    uses) picks a correct answer."""
     if p.num_clusters == 0:  # every answer is None: no trial can be correct
         return 0.0
     idx = _draw(rng, p.n, k, trials)
-    labels = p.labels[idx]  # (T, k)
-    answered = labels >= 0
-    width = p.num_clusters
-    flat = (np.arange(trials)[:, None] * width + labels)[answered]
-    votes = np.bincount(flat, minlength=trials * width).reshape(trials, width)
-    if weighted:
-        totals = np.bincount(flat, weights=p.scores[idx][answered], minlength=trials * width)
-        totals = totals.reshape(trials, width)
-    else:
-        totals = votes.astype(np.float64)
-    winner = _pick_max(totals, votes > 0, rng)
-    correct = p.cluster_correct[winner] & answered.any(axis=1)
-    return float(correct.mean())
-
-
-def _best_of(p: _Prepared, k: int, rng: np.random.Generator, trials: int) -> float:
-    if p.num_clusters == 0:
-        return 0.0
-    idx = _draw(rng, p.n, k, trials)
-    answered = p.labels[idx] >= 0
-    column = _pick_max(p.scores[idx], answered, rng)
-    chosen = idx[np.arange(trials), column]
-    correct = p.sample_correct[chosen] & answered.any(axis=1)
-    return float(correct.mean())
+    labels = p.labels[idx]  # (T, k), in the order drawn: ties go to the answer drawn first
+    chosen = pick_many(labels, None if rule == "majority" else p.scores[idx], rule)
+    rows = np.arange(trials)
+    if rule == "verifier":  # the chosen sample's own flag counts
+        correct = p.sample_correct[idx[rows, chosen]]
+    else:  # a vote's answer is correct when its cluster is
+        correct = p.cluster_correct[labels[rows, chosen]]
+    return float((correct & (labels >= 0).any(axis=1)).mean())
 
 
 def majority_at_k(
@@ -286,16 +254,16 @@ def majority_at_k(
 
     Answers are grouped by exact string equality, or by ``equivalent(a, b)`` when given (in
     ttc, ``ttc.core.answers.answers_match``); clusters are computed once, not per trial.
-    A cluster is correct when its first sample is. Ties between the most frequent answers are
-    broken uniformly at random with ``rng``: the expected value of that rule is the mean over
-    the tied answers, the standard unbiased choice (neither favouring nor penalising ties).
+    A cluster is correct when its first sample is. The vote is ``ttc.core.selection``'s, the one
+    every strategy uses: ties go to the answer drawn first, and since the draws are in random
+    order, each of the tied answers wins equally often (neither favouring nor penalising ties).
     Samples whose answer is None never win; a trial whose k samples are all None is incorrect.
 
     Raises ValueError unless 1 <= k <= N and trials >= 1.
     """
     p = _prepare(samples, equivalent)
     k, trials = _check_k(k, p.n), _check_trials(trials)
-    return _vote(p, k, np.random.default_rng(rng), trials, weighted=False)
+    return _select(p, k, np.random.default_rng(rng), trials, "majority")
 
 
 def weighted_at_k(
@@ -308,10 +276,11 @@ def weighted_at_k(
 ) -> float:
     """Probability that score-weighted majority vote over k of the N samples is correct.
 
-    Each answer's vote is the sum of its samples' verifier scores, and the largest total wins
+    Each answer's vote is the sum of its samples' verifier scores (clamped at 0, as in every
+    strategy's weighted vote), and the largest total wins
     (Li et al., 2023; "best-of-N weighted" in Snell et al., 2024). It sits between majority
     vote (all scores equal) and best-of (one sample decides). Everything else (Monte-Carlo over
-    ``trials`` draws without replacement, answer grouping, random tie-breaking, None answers)
+    ``trials`` draws without replacement, answer grouping, ties to the answer drawn first, None answers)
     is as in :func:`majority_at_k`; totals within a relative 1e-9 of each other count as tied.
 
     Raises ValueError unless 1 <= k <= N and trials >= 1, or if a sample with an answer has no
@@ -320,7 +289,7 @@ def weighted_at_k(
     p = _prepare(samples, equivalent)
     k, trials = _check_k(k, p.n), _check_trials(trials)
     _require_scores(p, "weighted_at_k")
-    return _vote(p, k, np.random.default_rng(rng), trials, weighted=True)
+    return _select(p, k, np.random.default_rng(rng), trials, "weighted")
 
 
 def best_of_at_k(
@@ -336,7 +305,7 @@ def best_of_at_k(
     Best-of-N with a verifier (Cobbe et al., 2021): the single sample with the largest score
     is the answer, and its own ``correct`` flag counts. Samples whose answer is None are never
     picked (they have nothing to submit); a trial whose k samples are all None is incorrect.
-    Equal top scores are broken uniformly at random with ``rng``. Monte-Carlo over ``trials``
+    Equal top scores go to the sample drawn first (random over draws). Monte-Carlo over ``trials``
     draws of k without replacement, as in :func:`majority_at_k`. ``equivalent`` does not change
     the result (no votes are pooled); it is accepted so all three methods share one signature.
 
@@ -346,7 +315,7 @@ def best_of_at_k(
     p = _prepare(samples, None)  # grouping is irrelevant to best-of; skip the equivalence calls
     k, trials = _check_k(k, p.n), _check_trials(trials)
     _require_scores(p, "best_of_at_k")
-    return _best_of(p, k, np.random.default_rng(rng), trials)
+    return _select(p, k, np.random.default_rng(rng), trials, "verifier")
 
 
 def _stream(seed: int, *key: int) -> np.random.Generator:
@@ -358,10 +327,10 @@ def _problem_value(p: _Prepared, k: int, method: str, rng: np.random.Generator, 
     if method == "coverage":
         return pass_at_k(p.n, p.num_correct, k)
     if method == "majority":
-        return _vote(p, k, rng, trials, weighted=False)
+        return _select(p, k, rng, trials, "majority")
     if method == "weighted":
-        return _vote(p, k, rng, trials, weighted=True)
-    return _best_of(p, k, rng, trials)
+        return _select(p, k, rng, trials, "weighted")
+    return _select(p, k, rng, trials, "verifier")
 
 
 def selection_curve(

@@ -16,19 +16,21 @@ from pydantic import Field, PrivateAttr, field_validator
 
 from ttc.core.budget import Budget
 from ttc.core.config import StrictModel, validate
-from ttc.engine_config import EngineConfig
-from workers.cluster import ClusterConfig
+from ttc.engine_config import EngineConfig, EngineOptions
 from ttc.evaluation.datasets import DatasetConfig
 from ttc.core.errors import BudgetError, ConfigError
 from ttc.core.registry import BACKENDS, STRATEGIES, VERIFIERS, build
 
 
-class GeneratorSpec(StrictModel):
-    """The policy model and the backend that runs it."""
+_ENGINE = EngineConfig.model_fields
 
-    backend: str = Field("vllm", description="Generator backend: vllm, openai or fake.")
-    model: str | None = Field(None, description="Checkpoint folder or model name; None = embedded SmolLM2-135M.")
-    options: dict[str, Any] = Field(default_factory=dict, description="The backend's own options.")
+
+class GeneratorSpec(StrictModel):
+    """The policy model and the backend that runs it (the engine's backend, model and backend_options)."""
+
+    backend: str = Field(_ENGINE["backend"].default, description=_ENGINE["backend"].description)
+    model: str | None = Field(_ENGINE["model"].default, description=_ENGINE["model"].description)
+    options: dict[str, Any] = Field(default_factory=dict, description=_ENGINE["backend_options"].description)
 
 
 class VerifierSpec(StrictModel):
@@ -57,8 +59,10 @@ class StrategySpec(StrictModel):
         return f"{self.name}[{opts}]" if opts else self.name
 
 
-class Recipe(StrictModel):
-    """A run: generator + verifier + strategies x budgets x seeds over a dataset."""
+class Recipe(EngineOptions):
+    """A run: generator + verifier + strategies x budgets x seeds over a dataset.
+
+    `system_prompt`, `max_concurrent_problems` and `cluster` are the engine's own options (EngineOptions)."""
 
     name: str = Field("run", description="Name of the run, shown in reports.")
     generator: GeneratorSpec = Field(default_factory=GeneratorSpec, description="Policy model and backend.")
@@ -68,17 +72,11 @@ class Recipe(StrictModel):
         description="Per-problem budget (int = generated tokens), or a list of budgets to sweep.")
     dataset: DatasetConfig = Field(description="Where the problems come from.")
     sampling: dict[str, Any] = Field(default_factory=dict, description="Sampling options given to every strategy.")
-    system_prompt: str | None = Field(EngineConfig.model_fields["system_prompt"].default,
-                                      description="System message for chat models.")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Seeds; each is a full repeat.")
-    concurrency: int = Field(64, ge=1, description="Problems in flight at once.")
     pooled_budget: bool = Field(
         False, description="strategy auto only: each budget is the average per problem of ONE budget shared by "
                            "the whole dataset, so easy prompts hand compute to hard ones.")
     output: str = Field("runs/{name}", description="Output folder; {name} is replaced by the recipe name.")
-    cluster: ClusterConfig | None = Field(
-        None, description="Run on a Ray cluster: generator and scorer replica pools (see README, Ray); "
-                          "None = everything in this process.")
     #: Folder of the recipe file: relative dataset paths are resolved against it.
     _base_dir: Path | None = PrivateAttr(None)
 
@@ -99,16 +97,13 @@ class Recipe(StrictModel):
     def strategy_options(self, spec: StrategySpec) -> dict[str, Any]:
         return {**self.sampling, **spec.options}
 
-    def engine_config(self) -> dict[str, Any]:
-        return {
-            "backend": self.generator.backend, "model": self.generator.model,
-            "backend_options": self.generator.options,
-            "verifier": self.verifier.name if self.verifier else None,
-            "verifier_options": self.verifier.options if self.verifier else {},
-            "system_prompt": self.system_prompt, "seed": self.seeds[0],
-            "max_concurrent_problems": self.concurrency,
-            "cluster": self.cluster.model_dump() if self.cluster is not None else None,
-        }
+    def engine_config(self) -> EngineConfig:
+        """The engine this recipe runs on: its own engine options, its generator, verifier and first seed."""
+        shared = {name: getattr(self, name) for name in EngineOptions.model_fields}
+        return EngineConfig(**shared, backend=self.generator.backend, model=self.generator.model,
+                            backend_options=self.generator.options,
+                            verifier=self.verifier.name if self.verifier else None,
+                            verifier_options=self.verifier.options if self.verifier else {}, seed=self.seeds[0])
 
     def output_dir(self) -> Path:
         """Relative to the working directory, like any command-line tool's output."""

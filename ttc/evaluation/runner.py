@@ -1,7 +1,7 @@
 """`ttc run`: every problem of a recipe through one engine, concurrently, resumable.
 
 All (strategy x budget x seed x problem) solves are in flight together, bounded
-by the recipe's concurrency, so the backend sees one large continuous batch.
+by the recipe's max_concurrent_problems, so the backend sees one large continuous batch.
 Each finished problem is appended to results.jsonl at once; a rerun skips what
 is there. Failed problems go to errors.jsonl and are retried on the next run.
 """
