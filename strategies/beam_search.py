@@ -26,12 +26,10 @@ class BeamSearch(BeamWidthSearch):
     name = "beam_search"
     Config = BeamSearchConfig
 
-    async def run(self, ctx: SearchContext) -> Outcome:
+    async def search(self, ctx: SearchContext, n: int) -> Outcome:
         c = self.config
-        n = self.width(ctx.ledger.budget)
         keep = n // c.beam_width
-        completed: list[Trajectory] = []
-        (live,) = await self.extend(ctx, [None], [n])
+        completed, live = await self.roots(ctx, n)
         frontier: list[Trajectory] = []
         step = 0
         while live:

@@ -22,9 +22,8 @@ class DVTS(BeamWidthSearch):
     name = "dvts"
     Config = DVTSConfig
 
-    async def run(self, ctx: SearchContext) -> Outcome:
+    async def search(self, ctx: SearchContext, n: int) -> Outcome:
         c = self.config
-        n = self.width(ctx.ledger.budget)
         m = c.beam_width
         subtrees = n // m
         # Each subtree starts from its own root sample.

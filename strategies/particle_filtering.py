@@ -52,9 +52,8 @@ class ParticleFiltering(StepSearch):
     name = "particle_filtering"
     Config = ParticleFilteringConfig
 
-    async def run(self, ctx: SearchContext) -> Outcome:
+    async def search(self, ctx: SearchContext, n: int) -> Outcome:
         c = self.config
-        n = self.width(ctx.ledger.budget)
         if c.n is None and c.gibbs_iterations:
             n = max(1, n // (c.gibbs_iterations + 1))  # a budget-derived width is shared by every run
         completed: list[Trajectory] = []

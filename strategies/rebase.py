@@ -51,11 +51,9 @@ class Rebase(StepSearch):
     name = "rebase"
     Config = RebaseConfig
 
-    async def run(self, ctx: SearchContext) -> Outcome:
+    async def search(self, ctx: SearchContext, n: int) -> Outcome:
         c = self.config
-        n = self.width(ctx.ledger.budget)
-        completed: list[Trajectory] = []
-        (live,) = await self.extend(ctx, [None], [n])
+        completed, live = await self.roots(ctx, n)
         frontier: list[Trajectory] = []
         step = 0
         while live:

@@ -9,6 +9,7 @@ live nodes and one scoring call, and records the nodes in the trace.
 """
 from __future__ import annotations
 
+import abc
 from typing import Literal, Sequence
 
 from pydantic import Field, model_validator
@@ -75,6 +76,13 @@ class StepSearch(SampledStrategy):
         super().check(budget, has_scorer)
         self.width(budget)
 
+    async def run(self, ctx: SearchContext) -> Outcome:
+        return await self.search(ctx, self.width(ctx.ledger.budget))
+
+    @abc.abstractmethod
+    async def search(self, ctx: SearchContext, n: int) -> Outcome:
+        """Grow and prune trajectories of width `n` (given, or what the budget pays for); pick the answer."""
+
     # ---- expansion --------------------------------------------------------------------------------
     def step_params(self, parent: Trajectory | None, n: int, *, greedy: bool = False) -> SamplingParams:
         c = self.config
@@ -100,6 +108,11 @@ class StepSearch(SampledStrategy):
                 continue
             children[i] = [self.child(ctx, parents[i], c) for c in result.completions]
         return children
+
+    async def roots(self, ctx: SearchContext, n: int) -> tuple[list[Trajectory], list[Trajectory]]:
+        """A search's first step: the (still empty) pool of finished trajectories, and `n` root samples."""
+        (live,) = await self.extend(ctx, [None], [n])
+        return [], live
 
     def child(self, ctx: SearchContext, parent: Trajectory | None, completion: Completion) -> Trajectory:
         c = self.config

@@ -24,9 +24,6 @@ class MeanLogprobScorer(Scorer):
     Config = MeanLogprobConfig
     needs_logprobs = True
 
-    def __init__(self, config: MeanLogprobConfig | None = None):
-        self.config = config or MeanLogprobConfig()
-
     async def score(self, problem: Problem, trajectories: Sequence[Trajectory]) -> ScoreResult:
         scores = []
         for t in trajectories:

@@ -23,9 +23,6 @@ class OracleScorer(Scorer):
     name = "oracle"
     Config = OracleConfig
 
-    def __init__(self, config: OracleConfig | None = None):
-        self.config = config or OracleConfig()
-
     async def score(self, problem: Problem, trajectories: Sequence[Trajectory]) -> ScoreResult:
         if problem.reference is None:
             raise VerifierError("the oracle scorer needs a reference answer, and this problem has none")

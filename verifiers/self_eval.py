@@ -44,7 +44,7 @@ class SelfEvalScorer(Scorer):
     uses_policy = True
 
     def __init__(self, config: SelfEvalConfig | None = None):
-        self.config = config or SelfEvalConfig()
+        super().__init__(config)
         self.generator: Generator | None = None
         # Step scores of prefixes already judged: search rescoring a trajectory pays only for new steps.
         self._cache: OrderedDict[tuple[str, str], float] = OrderedDict()

@@ -28,6 +28,9 @@ class Plugin(abc.ABC):
     #: The plugin's options; `ttc.core.registry.build` validates user options against it.
     Config: ClassVar[type[StrictModel]] = StrictModel
 
+    def __init__(self, config: StrictModel | None = None):
+        self.config = config if config is not None else self.Config()
+
     @classmethod
     def from_config(cls, config: Any) -> "Plugin":
         """Build from a validated `Config` (override when the constructor takes other arguments)."""
@@ -143,9 +146,6 @@ class Strategy(Plugin):
     reuses_probe: ClassVar[bool] = False
     #: True when a batch of problems can share one budget under it (easy ones hand compute to hard ones).
     shares_budget: ClassVar[bool] = False
-
-    def __init__(self, config: StrictModel | None = None):
-        self.config = config if config is not None else self.Config()
 
     def needs_scorer(self) -> bool:
         """Whether this configuration cannot run without a scorer."""

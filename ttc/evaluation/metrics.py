@@ -236,15 +236,24 @@ def _select(p: _Prepared, k: int, rng: np.random.Generator, trials: int, rule: s
     return float((correct & (labels >= 0).any(axis=1)).mean())
 
 
-def majority_at_k(
-    samples: Sequence[Sample],
-    k: int,
-    *,
-    rng: np.random.Generator | int | None,
-    trials: int = 200,
-    equivalent: Equivalent | None = None,
-) -> float:
-    """Probability that majority vote over k of the N samples picks a correct answer.
+def _estimator(rule: str, name: str, doc: str) -> Callable[..., float]:
+    """One public estimator per rule, all with one signature and one body (see `_select`)."""
+
+    def estimate(samples: Sequence[Sample], k: int, *, rng: np.random.Generator | int | None, trials: int = 200,
+                 equivalent: Equivalent | None = None) -> float:
+        # best-of pools no votes: skip the equivalence calls
+        p = _prepare(samples, None if rule == "verifier" else equivalent)
+        k, trials = _check_k(k, p.n), _check_trials(trials)
+        if rule != "majority":
+            _require_scores(p, name)
+        return _select(p, k, np.random.default_rng(rng), trials, rule)
+
+    estimate.__name__ = estimate.__qualname__ = name
+    estimate.__doc__ = doc
+    return estimate
+
+
+majority_at_k = _estimator("majority", "majority_at_k", """Probability that majority vote over k of the N samples picks a correct answer.
 
     Majority vote is self-consistency (Wang et al., 2023): the most frequent answer wins.
     Estimated for one problem by Monte-Carlo: ``trials`` times, draw k of the N samples without
@@ -260,21 +269,9 @@ def majority_at_k(
     Samples whose answer is None never win; a trial whose k samples are all None is incorrect.
 
     Raises ValueError unless 1 <= k <= N and trials >= 1.
-    """
-    p = _prepare(samples, equivalent)
-    k, trials = _check_k(k, p.n), _check_trials(trials)
-    return _select(p, k, np.random.default_rng(rng), trials, "majority")
+    """)
 
-
-def weighted_at_k(
-    samples: Sequence[Sample],
-    k: int,
-    *,
-    rng: np.random.Generator | int | None,
-    trials: int = 200,
-    equivalent: Equivalent | None = None,
-) -> float:
-    """Probability that score-weighted majority vote over k of the N samples is correct.
+weighted_at_k = _estimator("weighted", "weighted_at_k", """Probability that score-weighted majority vote over k of the N samples is correct.
 
     Each answer's vote is the sum of its samples' verifier scores (clamped at 0, as in every
     strategy's weighted vote), and the largest total wins
@@ -285,22 +282,9 @@ def weighted_at_k(
 
     Raises ValueError unless 1 <= k <= N and trials >= 1, or if a sample with an answer has no
     finite score.
-    """
-    p = _prepare(samples, equivalent)
-    k, trials = _check_k(k, p.n), _check_trials(trials)
-    _require_scores(p, "weighted_at_k")
-    return _select(p, k, np.random.default_rng(rng), trials, "weighted")
+    """)
 
-
-def best_of_at_k(
-    samples: Sequence[Sample],
-    k: int,
-    *,
-    rng: np.random.Generator | int | None,
-    trials: int = 200,
-    equivalent: Equivalent | None = None,
-) -> float:
-    """Probability that picking the highest-scored of k of the N samples gives a correct one.
+best_of_at_k = _estimator("verifier", "best_of_at_k", """Probability that picking the highest-scored of k of the N samples gives a correct one.
 
     Best-of-N with a verifier (Cobbe et al., 2021): the single sample with the largest score
     is the answer, and its own ``correct`` flag counts. Samples whose answer is None are never
@@ -311,11 +295,7 @@ def best_of_at_k(
 
     Raises ValueError unless 1 <= k <= N and trials >= 1, or if a sample with an answer has no
     finite score.
-    """
-    p = _prepare(samples, None)  # grouping is irrelevant to best-of; skip the equivalence calls
-    k, trials = _check_k(k, p.n), _check_trials(trials)
-    _require_scores(p, "best_of_at_k")
-    return _select(p, k, np.random.default_rng(rng), trials, "verifier")
+    """)
 
 
 def _stream(seed: int, *key: int) -> np.random.Generator:
