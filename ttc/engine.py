@@ -282,11 +282,11 @@ class Engine:
         per pool: failures, retries, replaced replicas); None without a `cluster:` section."""
         if self.config.cluster is None:
             return None
-        from workers.ray_pool import ReplicaPool
+        from workers.ray_pool import RayGeneratorPool, RayScorerPool
 
         out: dict[str, Any] = {}
         for kind, component in (("generator", self._generator), ("scorer", self._scorer)):
-            if isinstance(getattr(component, "replicas", None), ReplicaPool):
+            if isinstance(component, (RayGeneratorPool, RayScorerPool)):
                 stats = component.stats()
                 for r in stats["replicas"]:  # the keys themselves are for tests; a count is enough here
                     r["affinity_keys"] = len(r.get("affinity_keys", ()))
