@@ -43,6 +43,11 @@ EXTRACTION = [
     ("list_is_not_thousands", "the roots are 1,2,3", "3"),
     ("simple_fraction", "so 3/4 of the class", "3/4"),
     ("no_answer", "no numbers here", None),
+    ("answer_on_the_next_line", "So the answer is:\n42", "42"),  # was ":", which could win a vote
+    ("phrase_with_nothing_after", "so the answer is:", None),
+    ("equation_gives_its_result", "the final answer is 40 * 48 = 216", "216"),  # votes with "216"
+    ("named_value", "Answer: x = 5", "5"),
+    ("inequality_is_kept_whole", "the answer is x <= 3", "x <= 3"),
     ("empty", "", None),
 ]
 

@@ -34,7 +34,8 @@ _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # by "is" or ":" so that prose such as "the answer depends on" is not taken. A
 # lookahead, so that matches may overlap: in "Final Answer: The final answer is
 # $5$" the inner phrase is the one that counts.
-_ANSWER_PHRASE = re.compile(r"(?=\banswer\b[ \t]*(?:\*\*)?[ \t]*(?:is\b[ \t]*:?|:)[ \t]*(.+))", re.IGNORECASE)
+# The answer may follow on the next line ("the answer is:\n42").
+_ANSWER_PHRASE = re.compile(r"(?=\banswer\b[ \t]*(?:\*\*)?[ \t]*(?:is\b[ \t]*:?|:)\s*(.+))", re.IGNORECASE)
 _LEADING_MATH = re.compile(r"\$([^$]+)\$|\\\((.+?)\\\)")
 # A leading minus counts as a sign only where it cannot be a subtraction ("5-3").
 _NUMBER = re.compile(
@@ -91,7 +92,14 @@ _NOT_ANSWERS = frozenset(
 
 
 def _answer_like(x: str) -> str | None:
-    """x if it reads as an answer; prose words before a number or formula are dropped."""
+    """x if it reads as an answer; prose words before a number or formula are dropped, and of an
+    equation ("40 * 48 = 1920", "x = 5") the right-hand side is the answer."""
+    if not re.search(r"\w", x):
+        return None  # punctuation alone (":", "**") is no answer
+    if "=" in x and not re.search(r"[<>!]=|=[<>]|\\(?:le|ge|ne)q?\b", x):
+        x = x.rsplit("=", 1)[1].strip()
+        if not re.search(r"\w", x):
+            return None
     if _MATHY.search(x):
         x = _PROSE_LEAD.sub("", x)  # "ultimately 18" -> "18"
         return None if x.replace(" ", "") in ("", "\\boxed{}", "\\fbox{}") else x
