@@ -113,8 +113,12 @@ class ParticleFiltering(StepSearch):
             self.record_step(ctx, step, live, scores, {t.node_id for t in chosen}, iteration=iteration,
                              resampling=c.resampling, weights=[round(w, 6) for w in weights],
                              resampled=[t.node_id for t in chosen])
-            # Resampled duplicates of a live particle each grow their own next step.
-            children = await self.extend(ctx, chosen, [1] * len(chosen))
+            # Resampled copies of a live particle each grow their own next step, as the children of ONE
+            # request with n = copies (they share its prefill), as beam search expands a beam.
+            copies: dict[int, int] = {}
+            for i in picks:
+                copies[i] = copies.get(i, 0) + 1
+            children = await self.extend(ctx, [open_pairs[i][0] for i in copies], list(copies.values()))
             live = [t for group in children for t in group]
         return completed, [t for t in live if not t.finished], step
 

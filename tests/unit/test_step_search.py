@@ -292,3 +292,15 @@ def test_lookahead_rolls_out_scores_candidates_and_keeps_finished_rollouts():
     assert len(gen.calls) > steps + 1  # rollouts cost extra generate calls
     assert any(ev["event"] == "lookahead" for ev in sol.trace)
     assert all(t.step_scores for t in sol.candidates)
+
+
+def test_particle_copies_of_one_parent_are_one_request_with_n_copies():
+    """Resampling picks some particles several times: their children come from one request of
+    n = copies (shared prefill), never one n=1 request per copy."""
+    sol, gen, _ = run("particle_filtering", n=8, steps=4, weight_temperature=0.05)
+    later = gen.calls[1:]  # after the root request
+    assert later
+    assert any(r.params.n > 1 for call in later for r in call)  # some particle was copied
+    for call in later:
+        prompts = [r.prompt for r in call]
+        assert len(prompts) == len(set(prompts))  # one request per distinct parent
