@@ -62,7 +62,7 @@ def test_arithmetic_default_is_all_levels_20_each():
     problems = load(source="arithmetic")
     assert len(problems) == 20 * len(ARITHMETIC_LEVELS)
     assert [p.metadata["level"] for p in problems[::20]] == list(ARITHMETIC_LEVELS)
-    assert problems[0].id == "add1-000" and problems[27].id == "add2-007"
+    assert problems[0].id == "add1-s0-000" and problems[27].id == "add2-s0-007"
     assert len({p.id for p in problems}) == len(problems)
 
 
@@ -81,7 +81,7 @@ def test_arithmetic_level_does_not_depend_on_other_levels():
             assert p == full[p.id]
     # Nor on how many problems per level are asked for.
     fewer = load(source="arithmetic", per_level=5, seed=7, levels=["add3"])
-    assert fewer == [full[f"add3-{i:03d}"] for i in range(5)]
+    assert fewer == [full[f"add3-s7-{i:03d}"] for i in range(5)]
     # The requested order is kept.
     assert [p.metadata["level"] for p in load(source="arithmetic", per_level=1, levels=["mul1", "add1"])] == [
         "mul1",
@@ -109,7 +109,7 @@ def test_arithmetic_answers_digits_and_metadata():
 
 def test_arithmetic_ids_widen_past_999():
     problems = load(source="arithmetic", levels=["add1"], per_level=1001)
-    assert problems[0].id == "add1-0000" and problems[-1].id == "add1-1000"
+    assert problems[0].id == "add1-s0-0000" and problems[-1].id == "add1-s0-1000"
     assert len({p.id for p in problems}) == 1001
 
 

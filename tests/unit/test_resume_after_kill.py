@@ -37,6 +37,6 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, sig):
     assert done.returncode == 0, done.stderr
     records = ResultsLog(results).load()
     ids = [r["id"] for r in records]
-    assert sorted(ids) == sorted({f"add1-{i:03d}" for i in range(10)} | {f"add2-{i:03d}" for i in range(10)})
+    assert sorted(ids) == sorted({f"add1-s0-{i:03d}" for i in range(10)} | {f"add2-s0-{i:03d}" for i in range(10)})
     assert len(ids) == len(set(ids)) == 20
     assert [r["id"] for r in records[: len(first)]] == [r["id"] for r in first]  # finished work kept as it was

@@ -196,7 +196,7 @@ def _arithmetic_problem(seed: int, level: str, index: int, width: int = 3) -> Pr
         symbol, result = "*", a * b
     return Problem(
         prompt=f"What is {a} {symbol} {b}?",
-        id=f"{level}-{index:0{width}d}",
+        id=f"{level}-s{seed}-{index:0{width}d}",  # the seed is part of the id: other seeds, other problems
         reference=str(result),
         metadata={"level": level, "difficulty": ARITHMETIC_LEVELS.index(level) + 1},
     )

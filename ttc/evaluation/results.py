@@ -1,22 +1,37 @@
 """The results log: one JSON line per finished problem, appended as each finishes.
 
 Append-only and flushed line by line, so a Ctrl-C or a kill loses nothing that
-had finished; a rerun reads the log back and skips what is done. A kill in the
+had finished; a rerun reads the log back and skips what is done. Each line carries
+a fingerprint of everything that decided it, so a rerun with other settings never
+takes an old line for its own. A kill in the
 middle of a write can leave one torn last line: it is dropped on load (that
 problem simply runs again), never duplicated.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from ttc.core.types import Solution
+from ttc.core.types import Problem, Solution
 
 
 def record_key(record: dict[str, Any]) -> tuple[str, str]:
     return record["config"], record["id"]
+
+
+def fingerprint(settings: Any) -> str:
+    """A short stable hash of everything that decides a result (canonical JSON, sorted keys)."""
+    text = json.dumps(settings, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def record_fingerprint(settings: str, problem: Problem) -> str:
+    """A result's fingerprint: its configuration's settings and the dataset problem as loaded
+    (prompt, reference, system message), so an edited problem is not taken for the old one."""
+    return fingerprint([settings, problem.prompt, problem.reference, problem.system])
 
 
 class ResultsLog:
@@ -58,11 +73,14 @@ class ResultsLog:
             self.append(r)
 
 
-def solution_record(solution: Solution, *, config: str, strategy: str, budget: dict, seed: int) -> dict[str, Any]:
-    """What one finished problem leaves in results.jsonl."""
+def solution_record(solution: Solution, *, config: str, strategy: str, budget: dict, seed: int,
+                    settings: str, problem: Problem) -> dict[str, Any]:
+    """What one finished problem leaves in results.jsonl: `settings` is the configuration's
+    fingerprint (see `runner.settings_of`), and `fingerprint` adds the dataset problem's own."""
     p = solution.problem
     return {
         "config": config, "strategy": strategy, "budget": budget, "seed": seed,
+        "settings": settings, "fingerprint": record_fingerprint(settings, problem),
         "id": p.id, "reference": p.reference, "answer": solution.answer, "correct": solution.correct,
         "usage": solution.usage.to_dict(),
         "candidates": [

@@ -20,7 +20,9 @@ from ttc.evaluation.datasets import load_problems
 from ttc.engine import Engine
 from ttc.core.errors import TTCError
 from ttc.evaluation.recipe import Recipe
-from ttc.evaluation.results import ResultsLog, record_key, solution_record
+from ttc.core.errors import ConfigError
+from ttc.core.registry import build
+from ttc.evaluation.results import ResultsLog, fingerprint, record_fingerprint, record_key, solution_record
 from ttc.core.types import Problem, Solution
 
 
@@ -34,6 +36,8 @@ class RunConfig:
     options: dict[str, Any]
     budget: Budget
     seed: int
+    #: Fingerprint of everything that decides its results (see `settings_of`).
+    settings: str = ""
 
 
 def budget_label(b: Budget) -> str:
@@ -50,8 +54,45 @@ def expand(recipe: Recipe) -> list[RunConfig]:
                 label = f"{spec.display()}@{budget_label(budget)}"
                 if len(recipe.seeds) > 1:
                     label += f"#seed{seed}"
-                configs.append(RunConfig(label, spec.display(), spec.name, recipe.strategy_options(spec), budget, seed))
+                options = recipe.strategy_options(spec)
+                configs.append(RunConfig(label, spec.display(), spec.name, options, budget, seed,
+                                         settings_of(recipe, spec.name, options, budget, seed)))
     return configs
+
+
+def settings_of(recipe: Recipe, strategy: str, options: dict[str, Any], budget: Budget, seed: int) -> str:
+    """Fingerprint of what decides a configuration's results: the strategy's resolved config (defaults
+    included), budget, seed, the generator and verifier with their options, the system prompt, and
+    the dataset's source and selection. Concurrency and the cluster change how fast, not what."""
+    engine = recipe.engine_config().model_dump(mode="json", exclude={"max_concurrent_problems", "cluster", "seed"})
+    resolved = build("strategy", strategy, options).config.model_dump(mode="json")
+    return fingerprint({"strategy": strategy, "config": resolved, "budget": budget.to_dict(), "seed": seed,
+                        "engine": engine, "dataset": recipe.dataset.model_dump(mode="json"),
+                        "pooled_budget": recipe.pooled_budget})
+
+
+def resumable(records: list[dict[str, Any]], configs: list[RunConfig], problems: list[Problem], out: Path
+              ) -> list[dict[str, Any]]:
+    """The records this run may reuse (same configuration settings, same problem); refuses an output
+    folder whose results for one of these labels were made with other settings, rather than mix them."""
+    current = {c.label: c for c in configs}
+    by_id = {p.id: p for p in problems}
+    reusable, stale = [], {}
+    for r in records:
+        c = current.get(r["config"])
+        if c is None:
+            continue  # a configuration this recipe no longer runs: left alone, not reported
+        if r.get("settings") != c.settings or (r["id"] in by_id and
+                                               r.get("fingerprint") != record_fingerprint(c.settings, by_id[r["id"]])):
+            stale[c.label] = stale.get(c.label, 0) + 1
+        elif r["id"] in by_id:
+            reusable.append(r)
+    if stale:
+        which = ", ".join(f"{label!r} ({n})" for label, n in sorted(stale.items()))
+        raise ConfigError(f"output folder {str(out)!r} holds results made with other settings (or other problems) "
+                          f"for {which}: they cannot be resumed, nor mixed with this run's; set another `output` "
+                          "(or remove that folder to start over)")
+    return reusable
 
 
 class Progress:
@@ -101,8 +142,8 @@ async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, prog
         raise TTCError("dataset has duplicate problem ids; results could not be resumed safely")
     log = ResultsLog(out / "results.jsonl")
     errors = ResultsLog(out / "errors.jsonl")
-    done = {record_key(r) for r in log.load()}
     configs = expand(recipe)
+    done = {record_key(r) for r in resumable(log.load(), configs, problems, out)}
     todo = [(c, p) for c in configs for p in problems if (c.label, p.id) not in done]
     bar = Progress(len(todo), progress)
     own_engine = engine is None
@@ -115,7 +156,8 @@ async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, prog
                 bar.update(None)
                 return
             record = solution_record(result, config=config.label, strategy=config.strategy_label,
-                                     budget=config.budget.to_dict(), seed=config.seed)
+                                     budget=config.budget.to_dict(), seed=config.seed, settings=config.settings,
+                                     problem=problem)
             log.append(record)
             bar.update(record)
 
@@ -129,13 +171,14 @@ async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, prog
 
         if recipe.pooled_budget:
             # One budget per configuration for all its remaining problems, shared through auto's pool.
+            by_id = {p.id: p for p in problems}  # the engine hands back its own copy (system prompt set)
             by_config: dict[str, list[Problem]] = {}
             for c, p in todo:
                 by_config.setdefault(c.label, []).append(p)
 
             async def pooled(config: RunConfig, group: list[Problem]) -> None:
                 await engine.asolve_pooled(group, config.budget.generated_tokens * len(group), seed=config.seed,
-                                           on_done=lambda p, r: keep(config, p, r), **config.options)
+                                           on_done=lambda p, r: keep(config, by_id[p.id], r), **config.options)
 
             await asyncio.gather(*(pooled(c, by_config[c.label]) for c in configs if c.label in by_config))
         else:
@@ -146,7 +189,7 @@ async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, prog
             await asyncio.to_thread(write_cluster_stats, engine, out / "cluster.json")
         if own_engine:
             await asyncio.to_thread(engine.close)
-    return write_report(out, configs, log.load(), make_plots=make_plots)
+    return write_report(out, configs, resumable(log.load(), configs, problems, out), make_plots=make_plots)
 
 
 def write_cluster_stats(engine: Engine, path: Path) -> None:
