@@ -69,4 +69,4 @@ class FakeScorer(Scorer):
                 mean = self.by_step(step) if self.by_step else base
                 row.append(min(1.0, max(0.0, mean + self.noise * (rng.random() - 0.5))))
             scores.append(row)
-        return ScoreResult(scores, self.estimate_tokens(problem, trajectories))
+        return ScoreResult(scores, self.estimate_tokens(problem, trajectories), requests=1)

@@ -118,4 +118,4 @@ class SelfEvalScorer(Scorer):
             scores.append(row)
         while len(self._cache) > _CACHE_SIZE:  # evicted only after this call has read its scores
             self._cache.popitem(last=False)
-        return ScoreResult(scores, tokens)
+        return ScoreResult(scores, tokens, requests=len(missing))

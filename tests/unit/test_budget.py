@@ -101,7 +101,20 @@ def test_seconds_cap_stops_new_requests():
 
 def test_verifier_tokens_and_usage_sum():
     ledger = Ledger(Budget(verifier_tokens=100), num_parameters=10)
-    ledger.charge_verifier(40, flops_parameters=7)
-    assert ledger.verifier_left() == 60 and ledger.usage.flops == 2 * 7 * 40
+    r = ledger.reserve_verifier(40, 7)
+    assert ledger.verifier_left() == 60  # reserved before the call is sent
+    ledger.settle_verifier(r, 40, requests=1, num_parameters=7)
+    assert ledger.verifier_left() == 60 and ledger.usage.flops == 2 * 7 * 40 and ledger.usage.requests == 1
     total = ledger.usage + ledger.usage
     assert total.verifier_tokens == 80
+
+
+def test_verifier_reservations_are_hard_for_tokens_and_flops():
+    ledger = Ledger(Budget(verifier_tokens=100), num_parameters=10)
+    first = ledger.reserve_verifier(60, None)
+    assert first is not None and ledger.reserve_verifier(41, None) is None  # in flight counts
+    ledger.release(first)
+    assert ledger.reserve_verifier(100, None) is not None
+    flops = Ledger(Budget(flops=1000), num_parameters=10)
+    assert flops.reserve_verifier(101, 5) is None  # 2 x 5 x 101 FLOPs > 1000
+    assert flops.reserve_verifier(100, 5) is not None and flops.reserve_verifier(1, 5) is None

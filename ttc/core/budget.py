@@ -73,6 +73,7 @@ class Reservation:
     generated_tokens: int
     prompt_tokens: int
     flops: float
+    verifier_tokens: int = 0
 
 
 class Ledger:
@@ -93,7 +94,7 @@ class Ledger:
         self.usage = Usage()
         self._clock = clock
         self._start = clock()
-        self._reserved = Reservation(0, 0, 0.0)
+        self._reserved = Reservation(0, 0, 0.0, 0)
 
     # ---- what is left -------------------------------------------------------------------------
     def _left(self, cap, spent, reserved):
@@ -135,7 +136,7 @@ class Ledger:
             return None
         token_allowance = self.generated_left()
         if self.budget.flops is not None:
-            flops_left = self.budget.flops - self.usage.flops - self._reserved.flops
+            flops_left = self._flops_left()
             by_flops = math.floor(flops_left / (2 * self.num_parameters)) - prompt_tokens
             token_allowance = by_flops if token_allowance is None else min(token_allowance, by_flops)
         if token_allowance is None:
@@ -160,6 +161,7 @@ class Ledger:
         self._reserved.generated_tokens -= r.generated_tokens
         self._reserved.prompt_tokens -= r.prompt_tokens
         self._reserved.flops -= r.flops
+        self._reserved.verifier_tokens -= r.verifier_tokens
 
     def settle(self, r: Reservation, result: GenerationResult) -> None:
         """Release the reservation and charge what the request really spent."""
@@ -175,12 +177,36 @@ class Ledger:
         u.flops += 2.0 * (self.num_parameters or 0) * computed
 
     def verifier_left(self) -> int | None:
-        return self._left(self.budget.verifier_tokens, self.usage.verifier_tokens, 0)
+        return self._left(self.budget.verifier_tokens, self.usage.verifier_tokens, self._reserved.verifier_tokens)
 
-    def charge_verifier(self, tokens: int, *, flops_parameters: int | None = None) -> None:
+    def _flops_left(self) -> float | None:
+        return None if self.budget.flops is None else self.budget.flops - self.usage.flops - self._reserved.flops
+
+    def reserve_verifier(self, tokens: int, num_parameters: int | None) -> Reservation | None:
+        """Set aside a score call's verifier tokens and their FLOPs before it is sent, exactly as
+        `reserve` does for generation; None when a cap (verifier tokens, FLOPs, seconds) cannot pay.
+        `tokens` is the scorer's estimate, which the protocol asks to be an upper bound."""
+        secs = self.seconds_left()
+        if secs is not None and secs <= 0:
+            return None
+        left = self.verifier_left()
+        flops = 2.0 * (num_parameters or 0) * tokens
+        flops_left = self._flops_left()
+        if (left is not None and tokens > left) or (flops_left is not None and flops > flops_left):
+            return None
+        r = Reservation(0, 0, flops, tokens)
+        self._reserved.flops += flops
+        self._reserved.verifier_tokens += tokens
+        return r
+
+    def settle_verifier(self, r: Reservation, tokens: int, *, requests: int = 0,
+                        num_parameters: int | None = None) -> None:
+        """Release a score call's reservation and charge what it really cost."""
+        self.release(r)
         self.usage.verifier_tokens += tokens
-        if flops_parameters:
-            self.usage.flops += 2.0 * flops_parameters * tokens
+        self.usage.requests += requests
+        if num_parameters:
+            self.usage.flops += 2.0 * num_parameters * tokens
 
     def finish(self) -> Usage:
         self.usage.wall_s = self._clock() - self._start

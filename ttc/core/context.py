@@ -140,18 +140,37 @@ class SearchContext:
 
     # ---- scoring -------------------------------------------------------------------------------
     async def score(self, trajectories: Sequence[Trajectory]) -> list[list[float]] | None:
-        """Per-step scores from the scorer, charged to the ledger; None when the verifier budget is spent."""
+        """Per-step scores from the scorer, or None when a cap cannot pay for them.
+
+        Like generation, a score call is reserved against the caps before it is sent (its verifier
+        tokens and their FLOPs, from the scorer's upper-bound estimate), runs within what is left
+        of the seconds cap, and is charged what it really cost, with the backend requests it made.
+        """
         if self.scorer is None:
             raise RuntimeError("this strategy needs a scorer, but none was configured")
-        left = self.ledger.verifier_left()
-        # Estimated only under a verifier cap: for a scorer on remote replicas it is a round trip.
-        cost = await self.scorer.aestimate_tokens(self.problem, trajectories) if left is not None else 0
-        if left is not None and cost > left:
+        budget, params = self.ledger.budget, self.scorer.num_parameters
+        # Estimated only under a cap that needs it: for a scorer on remote replicas it is a round trip.
+        capped = budget.verifier_tokens is not None or (budget.flops is not None and params)
+        cost = await self.scorer.aestimate_tokens(self.problem, trajectories) if capped else 0
+        reservation = self.ledger.reserve_verifier(cost, params)
+        if reservation is None:
             self.budget_limited = True
-            self.record("verifier_budget_exhausted", needed=cost, left=left)
+            self.record("verifier_budget_exhausted", needed=cost, left=self.ledger.verifier_left())
             return None
-        result = await self.scorer.score(self.problem, trajectories)
-        self.ledger.charge_verifier(result.verifier_tokens, flops_parameters=self.scorer.num_parameters)
+        try:
+            call = self.scorer.score(self.problem, trajectories)
+            timeout = self.ledger.seconds_left()
+            result = await (asyncio.wait_for(call, timeout) if timeout is not None else call)
+        except asyncio.TimeoutError:
+            self.ledger.release(reservation)
+            self.budget_limited = True
+            self.record("time_budget_exhausted", pending_scores=len(trajectories))
+            return None
+        except BaseException:
+            self.ledger.release(reservation)
+            raise
+        self.ledger.settle_verifier(reservation, result.verifier_tokens, requests=result.requests,
+                                    num_parameters=params)
         for t, s in zip(trajectories, result.step_scores):
             t.step_scores = list(s)
         return result.step_scores

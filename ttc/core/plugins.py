@@ -88,10 +88,12 @@ class Generator(Worker):
 
 @dataclass
 class ScoreResult:
-    """Per-step scores for each trajectory, and the verifier tokens they cost."""
+    """Per-step scores for each trajectory, the verifier tokens they cost, and the backend requests made."""
 
     step_scores: list[list[float]]
     verifier_tokens: int = 0
+    #: Model calls the scoring made (a PRM pass: 1; self-evaluation: one per judged step; the oracle: 0).
+    requests: int = 0
 
 
 class Scorer(Worker):
@@ -115,7 +117,8 @@ class Scorer(Worker):
         """Receive the policy generator (called by the engine when `uses_policy`)."""
 
     def estimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
-        """Verifier tokens a score call will cost, for capping before it is sent."""
+        """Verifier tokens a score call will cost, for reserving before it is sent: an upper bound
+        (what `score` charges must not exceed it, or a verifier-token or FLOPs cap is not hard)."""
         return 0
 
     async def aestimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
