@@ -31,6 +31,7 @@ from ttc.core.config import StrictModel
 from ttc.core.errors import ConfigError, VerifierError
 from ttc.core.plugins import Scorer, ScoreResult
 from ttc.core.types import Problem, Trajectory
+from workers.vllm_engine import count_parameters
 
 # Tokenizations kept between estimate_tokens() and the score() call that follows it.
 _CACHE_SIZE = 256
@@ -82,16 +83,6 @@ class TransformersPRMConfig(StrictModel):
         return self
 
 
-def _count_parameters(model: str) -> int | None:
-    """Parameter count from safetensors headers, without loading weights; None when unknown."""
-    try:
-        from workers.vllm_local import count_parameters
-
-        return count_parameters(str(Path(model).expanduser()))
-    except Exception:  # an unreadable header only costs the early FLOPs estimate
-        return None
-
-
 def _looks_like_path(model: str) -> bool:
     return Path(model).is_absolute() or model.startswith(("./", "../", "~", ".\\", "..\\")) or model in (".", "..")
 
@@ -113,7 +104,7 @@ class TransformersPRMScorer(Scorer):
         else:
             self._source = config.model  # a name, looked up in the local Hugging Face cache only (never downloaded)
         self.model_name = config.model
-        self.num_parameters = _count_parameters(self._source) if path.is_dir() else None
+        self.num_parameters = count_parameters(self._source)  # from the safetensors headers; None for a name
         self._tokenizer: Any = None
         self._model: Any = None
         self._device: Any = None

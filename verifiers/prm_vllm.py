@@ -40,25 +40,32 @@ import asyncio
 import itertools
 import json
 import math
-import os
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 from pydantic import Field, model_validator
 
-from ttc.core.config import StrictModel
 from ttc.core.errors import VerifierError
 from ttc.core.plugins import Scorer, ScoreResult
 from ttc.core.types import Problem, Trajectory
-from workers.vllm_local import count_parameters, is_cpu_build
+from workers.vllm_engine import (
+    CpuKVCacheGB, MaxModelLen, RequiredModel, VLLMEngineOptions, count_parameters, is_cpu_build,
+    offline_for_local_folder, request_errors, start_engine,
+)
 
 QWEN_PRM_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
-class VLLMPRMConfig(StrictModel):
-    """Options of the vLLM process-reward-model scorer."""
+class VLLMPRMConfig(VLLMEngineOptions):
+    """Options of the vLLM process-reward-model scorer: the shared engine options plus the scoring format."""
 
-    model: str = Field(..., min_length=1, description="PRM checkpoint folder (or hub name already in the local cache).")
+    # The engine fills in only the generator's model, so a PRM must be named.
+    model: RequiredModel
+    # A scored input is a whole trajectory plus the PRM's system prompt and a tag per step: more room than
+    # the generator's default.
+    max_model_len: MaxModelLen = 4096
+    # A PRM pass only prefills (no decoding, no prefix cache to keep), and it shares the machine with the generator.
+    cpu_kv_cache_gb: CpuKVCacheGB = 1
     step_tag: str = Field(
         "<extra_0>", min_length=1,
         description="Text appended after each step (its trailing whitespace stripped first); Qwen2.5-Math-PRM uses '<extra_0>'.",
@@ -81,15 +88,6 @@ class VLLMPRMConfig(StrictModel):
         description="Math-Shepherd-style causal LM: vocabulary ids [good, bad, ...] whose logits at the step tag "
         "are soft-maxed; the step score is the probability of the first. None = a native PRM head.",
     )
-    max_model_len: int = Field(4096, ge=16, description="Longest scored input in tokens; longer inputs raise VerifierError.")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("auto", description="Weight dtype.")
-    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="GPU memory fraction for this engine (GPU only).")
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one replica spans (GPU only).")
-    enforce_eager: bool | None = Field(None, description="Skip graph capture; None = True on CPU.")
-    cpu_kv_cache_gb: int = Field(
-        1, ge=1,
-        description="VLLM_CPU_KVCACHE_SPACE in GiB on CPU, unless already set in the environment (the variable is process-wide).",
-    )
 
     @model_validator(mode="after")
     def _distinct_returned_ids(self):
@@ -100,6 +98,8 @@ class VLLMPRMConfig(StrictModel):
 
 
 class VLLMPRMScorer(Scorer):
+    """Per-step probabilities from a PRM on vLLM's pooling runner, every step of a batch in one pass."""
+
     runs_on_replicas = True
     name = "prm_vllm"
     Config = VLLMPRMConfig
@@ -120,13 +120,13 @@ class VLLMPRMScorer(Scorer):
     # ---- input building (no engine needed) --------------------------------------------------------
     @property
     def tokenizer(self):
+        """The PRM's tokenizer, loaded without the engine (inputs are built and counted here)."""
         if self._tokenizer is None:
             self._load_tokenizer()
         return self._tokenizer
 
     def _load_tokenizer(self) -> None:
-        if Path(self.config.model).is_dir():
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder needs no hub, and none is reachable
+        offline_for_local_folder(self.config.model)
         from transformers import AutoTokenizer
 
         try:
@@ -172,15 +172,15 @@ class VLLMPRMScorer(Scorer):
         return list(self.tokenizer.encode(text, add_special_tokens=not chat))
 
     def estimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
+        """Exactly what `score` will charge: the token ids of every trajectory that has steps."""
         return sum(len(self.encode(problem, t.steps)) for t in trajectories if t.steps)
 
     # ---- engine ---------------------------------------------------------------------------------
     def _engine_args(self) -> dict:
+        """This engine's own `AsyncEngineArgs` keywords, added to the shared ones."""
         c = self.config
         args = dict(
-            model=c.model, runner="pooling", dtype=c.dtype, max_model_len=c.max_model_len,
-            enforce_eager=c.enforce_eager if c.enforce_eager is not None else self._cpu,
-            tensor_parallel_size=c.tensor_parallel_size, disable_log_stats=True,
+            runner="pooling",
             # Token pooling reads every position, so cached prefixes could not be reused anyway.
             enable_prefix_caching=False,
             # STEP pooling at our tag id; vLLM's own default for Qwen2ForProcessRewardModel is
@@ -193,8 +193,6 @@ class VLLMPRMScorer(Scorer):
                 raise VerifierError(f"returned_token_ids={c.returned_token_ids} are not all in the tokenizer's vocabulary")
             args["convert"] = "classify"
             args["hf_overrides"] = {"classifier_from_token": list(tokens), "method": "no_post_processing"}
-        if not self._cpu:
-            args["gpu_memory_utilization"] = c.gpu_memory_utilization
         return args
 
     def start(self) -> None:
@@ -209,19 +207,7 @@ class VLLMPRMScorer(Scorer):
                 f"model={c.model!r} is a causal LM ({archs[0]}), not a PRM with its own head; "
                 "set returned_token_ids=[good_id, bad_id] to score it Math-Shepherd-style"
             )
-        if self._cpu:
-            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")  # with 2 cores, reserving one halves speed
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(c.cpu_kv_cache_gb))
-        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-        from vllm import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
-
-        try:
-            self._engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**self._engine_args()))
-        except VerifierError:
-            raise
-        except Exception as exc:  # vLLM raises many kinds; the user needs one clear message
-            raise VerifierError(f"vLLM could not start the PRM model={c.model!r}: {type(exc).__name__}: {exc}") from exc
+        self._engine = start_engine(c, self._cpu, self._engine_args(), VerifierError, label="the PRM ")
 
     async def astart(self) -> None:
         """Start the engine off the event loop, once, however many callers wait for it."""
@@ -235,6 +221,7 @@ class VLLMPRMScorer(Scorer):
 
     # ---- Scorer interface -----------------------------------------------------------------------
     async def score(self, problem: Problem, trajectories: Sequence[Trajectory]) -> ScoreResult:
+        """One probability per step of each trajectory, all inputs sent to the engine together."""
         if self.dead:
             raise VerifierError("the PRM's vLLM engine died earlier; restart the engine")
         inputs: list[tuple[int, list[int]]] = []  # (trajectory index, token ids)
@@ -265,11 +252,7 @@ class VLLMPRMScorer(Scorer):
     async def _pool(self, ids: list[int]):
         from vllm import PoolingParams
 
-        try:
-            from vllm.exceptions import VLLMClientError  # recent vLLM: bad requests
-        except ImportError:  # older vLLM raises plain ValueError
-            VLLMClientError = ValueError
-        from vllm.v1.engine.exceptions import EngineDeadError
+        EngineDeadError, refused = request_errors()
 
         params = PoolingParams(task="token_classify", use_activation=True, step_tag_id=self._tag_id)
         final = None
@@ -279,7 +262,7 @@ class VLLMPRMScorer(Scorer):
         except EngineDeadError as exc:
             self.dead = True
             raise VerifierError(f"the PRM's vLLM engine died: {exc}") from exc
-        except (ValueError, VLLMClientError) as exc:
+        except refused as exc:
             raise VerifierError(f"vLLM rejected the PRM request: {exc}") from exc
         if final is None or final.outputs is None:
             raise VerifierError("vLLM returned no pooling output for a PRM request")
@@ -318,6 +301,7 @@ class VLLMPRMScorer(Scorer):
         return [min(1.0, max(0.0, p)) for p in probs]
 
     async def aclose(self) -> None:
+        """Shut the pooling engine down; a later score starts a new one."""
         if self._engine is not None:
             engine, self._engine = self._engine, None
             engine.shutdown()

@@ -28,6 +28,7 @@ TextScript = Callable[[str, random.Random], str]
 
 
 def seeded_rng(*parts: object) -> random.Random:
+    """A Random seeded from a hash of `parts`, the same in every process (unlike `hash()`)."""
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
@@ -86,6 +87,7 @@ class FakeGenerator(Generator):
 
     @classmethod
     def from_config(cls, config: FakeGeneratorConfig) -> "FakeGenerator":
+        """The fake chosen by name (backend='fake'): an answer script plus its fault-injection options."""
         fake = cls(answer_script(config.answers), seed=config.seed, latency_s=config.latency_s,
                    fail_on_call=config.fail_on_call)
         fake.exit_on_call, fake.exit_token = config.exit_on_call, config.exit_token
@@ -93,6 +95,7 @@ class FakeGenerator(Generator):
         return fake
 
     def start(self) -> None:
+        """Nothing to load; fails once, in the one process that claims `fail_start_token`, if set."""
         if self.fail_start_token is not None and _claim(self.fail_start_token):
             raise BackendError("fake backend failed to start (fail_start_token)", retryable=False)
 
@@ -112,9 +115,11 @@ class FakeGenerator(Generator):
         self._seen_prompts: list[list[str]] = []
 
     def count_tokens(self, text: str) -> int:
+        """One token per whitespace-separated word, the fake's token unit."""
         return len(text.split())
 
     def render_prompt(self, problem: Problem) -> str:
+        """A plain-text chat layout whose "[assistant]" marker lets step-aware scripts find the steps."""
         return (f"[system] {problem.system}\n" if problem.system else "") + f"[user] {problem.prompt}\n[assistant]\n"
 
     def _cached_tokens(self, words: list[str]) -> int:
@@ -157,6 +162,7 @@ class FakeGenerator(Generator):
         return GenerationResult(completions, len(words), self._cached_tokens(words))
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Scripted completions honouring n, stop, max_tokens and logprobs; records each call in `calls`."""
         self.calls.append(list(requests))
         call = len(self.calls)
         if call == self.exit_on_call and _claim(self.exit_token):

@@ -132,6 +132,7 @@ class OpenAIHTTPGenerator(Generator):
         return self._client, self._sem
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """POST every request concurrently (at most max_concurrency in flight); one failure fails the batch."""
         client, sem = self._ensure_client()
         tasks = [asyncio.ensure_future(self._one(client, sem, r)) for r in requests]
         try:
@@ -247,6 +248,7 @@ class OpenAIHTTPGenerator(Generator):
         return self._tok
 
     def render_prompt(self, problem: Problem) -> str:
+        """Apply the local tokenizer's chat template, since the completions endpoint takes raw text."""
         tok = self._tokenizer()
         if tok is None or not getattr(tok, "chat_template", None):
             return problem.prompt  # base models have no template: the prompt is already the text
@@ -255,10 +257,12 @@ class OpenAIHTTPGenerator(Generator):
         return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def count_tokens(self, text: str) -> int:
+        """Token count with the local tokenizer, or a word count without one (only caps need it)."""
         tok = self._tokenizer()
         return len(text.split()) if tok is None else len(tok.encode(text, add_special_tokens=False))
 
     async def aclose(self) -> None:
+        """Close the HTTP connection pool; a later request opens a new one."""
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()

@@ -32,6 +32,8 @@ class Failure:
 
 
 class WorkerHost:
+    """One generator or scorer inside a Ray actor: builds it there, serves it, counts its load."""
+
     def __init__(self, kind: str, name: str, options: dict[str, Any]):
         self.kind, self.name, self.options = kind, name, dict(options)
         self.worker = None
@@ -52,9 +54,11 @@ class WorkerHost:
         return os.getpid()
 
     async def generate(self, requests: Sequence[Any], keys: Sequence[str | None] = ()) -> Any:
+        """The worker's results, or a `Failure`; `keys` are the requests' affinity keys, kept for `stats()`."""
         return await self._serve(lambda: self.worker.generate(requests), len(requests), keys)
 
     async def score(self, problem: Any, trajectories: Sequence[Any]) -> Any:
+        """The scorer's `ScoreResult`, or a `Failure` the pool can act on."""
         return await self._serve(lambda: self.worker.score(problem, trajectories), 1, ())
 
     async def _serve(self, call, weight: int, keys: Sequence[str | None]) -> Any:
@@ -80,12 +84,15 @@ class WorkerHost:
             self.in_flight -= weight
 
     def render_prompt(self, problem: Any) -> str:
+        """The worker's rendered prompt, so the driver needs no tokenizer or chat template."""
         return self.worker.render_prompt(problem)
 
     def count_tokens(self, text: str) -> int:
+        """The worker's token count of `text`, with its own tokenizer."""
         return self.worker.count_tokens(text)
 
     def estimate_tokens(self, problem: Any, trajectories: Sequence[Any]) -> int:
+        """The scorer's verifier-token estimate, so the driver can cap a score call before sending it."""
         return self.worker.estimate_tokens(problem, trajectories)
 
     def describe(self) -> dict[str, Any]:
@@ -96,9 +103,11 @@ class WorkerHost:
                 "name": self.name if generator else self.worker.name}
 
     def stats(self) -> dict[str, Any]:
+        """Load and routing figures of this replica (pid, calls, in-flight peak, recent affinity keys)."""
         return {"pid": os.getpid(), "calls": self.calls, "in_flight": self.in_flight,
                 "peak_in_flight": self.peak_in_flight, "affinity_keys": sorted(self.affinity_keys)}
 
     async def aclose(self) -> None:
+        """Close the hosted worker (frees its model) before the actor is killed."""
         if self.worker is not None:
             await self.worker.aclose()

@@ -256,6 +256,7 @@ class ReplicaPool:
         raise BackendError(f"no live {self.kind} replica answered {method} ({last})", retryable=True)
 
     def stats(self) -> dict[str, Any]:
+        """Each replica's own figures plus the pool's counters (retries, replaced, failures)."""
         import ray
 
         replicas = []
@@ -268,6 +269,7 @@ class ReplicaPool:
         return {"replicas": replicas, **self.counters}
 
     async def aclose(self) -> None:
+        """Stop pending starts, close and kill every replica, and let go of the cluster; idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -312,14 +314,17 @@ class RayGeneratorPool(Generator):
         self._rendered: dict[tuple, str] = {}
 
     def start(self) -> None:
+        """Connect to the cluster; the replicas start in `astart`."""
         self.replicas.start()
 
     async def astart(self) -> None:
+        """Start the replicas, then take the model name and parameter count they report."""
         await self.replicas.astart()
         self.model_name = self.replicas.description.get("model_name", "unknown")
         self.num_parameters = self.replicas.description.get("num_parameters")
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Send the batch as one call per affinity group; if one group fails, cancel the rest."""
         # One remote call per affinity group: a search step's requests for one problem travel together.
         groups: dict[str | None, list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
@@ -344,12 +349,14 @@ class RayGeneratorPool(Generator):
 
     # Prompts are rendered by a replica (it has the tokenizer and chat template), once per distinct prompt.
     def render_prompt(self, problem: Problem) -> str:
+        """The prompt as a replica renders it (blocking); cached per (system, prompt)."""
         text = self._rendered.get((problem.system, problem.prompt))
         if text is None:
             text = self._keep_rendered(problem, self.replicas.call_sync("render_prompt", problem))
         return text
 
     async def arender_prompt(self, problem: Problem) -> str:
+        """`render_prompt` without blocking the event loop while a replica answers."""
         text = self._rendered.get((problem.system, problem.prompt))
         if text is None:
             text = self._keep_rendered(problem, await self.replicas.call("render_prompt", (problem,), key=None,
@@ -363,15 +370,19 @@ class RayGeneratorPool(Generator):
         return text
 
     def count_tokens(self, text: str) -> int:
+        """A replica's token count (blocking call)."""
         return self.replicas.call_sync("count_tokens", text)
 
     async def acount_tokens(self, text: str) -> int:
+        """A replica's token count, awaited."""
         return await self.replicas.call("count_tokens", (text,), key=None, weight=0)
 
     def stats(self) -> dict[str, Any]:
+        """The replica pool's figures (per replica, plus retries and replacements)."""
         return self.replicas.stats()
 
     async def aclose(self) -> None:
+        """Close the replica pool."""
         await self.replicas.aclose()
 
 
@@ -383,25 +394,32 @@ class RayScorerPool(Scorer):
         self.name = verifier
 
     def start(self) -> None:
+        """Connect to the cluster; the replicas start in `astart`."""
         self.replicas.start()
 
     async def astart(self) -> None:
+        """Start the replicas, then take the parameter count they report (for FLOPs)."""
         await self.replicas.astart()
         self.num_parameters = self.replicas.description.get("num_parameters")
 
     async def score(self, problem: Problem, trajectories: Sequence[Trajectory]) -> ScoreResult:
+        """Score on one replica, chosen by the problem's prompt so its prefix stays cached there."""
         # A problem's trajectories share its prompt: keep them on one replica's prefix cache.
         key = affinity_key((problem.system or "") + problem.prompt)
         return await self.replicas.call("score", (problem, list(trajectories)), key=key, weight=1)
 
     def estimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
+        """A replica's verifier-token estimate (blocking call)."""
         return self.replicas.call_sync("estimate_tokens", problem, list(trajectories))
 
     async def aestimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
+        """A replica's verifier-token estimate, awaited."""
         return await self.replicas.call("estimate_tokens", (problem, list(trajectories)), key=None, weight=0)
 
     def stats(self) -> dict[str, Any]:
+        """The replica pool's figures (per replica, plus retries and replacements)."""
         return self.replicas.stats()
 
     async def aclose(self) -> None:
+        """Close the replica pool."""
         await self.replicas.aclose()

@@ -47,6 +47,8 @@ def affinity_key(text: str | None) -> str | None:
 
 
 class Router:
+    """Chooses a replica per request (affinity, then least-loaded) and makes callers wait when all are full."""
+
     def __init__(self, max_in_flight: int, *, remembered_keys: int = 100_000):
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
@@ -59,6 +61,7 @@ class Router:
 
     # ---- membership ---------------------------------------------------------------------------
     async def add(self, handle: Any, **meta: Any) -> Replica:
+        """Put a started worker into rotation and wake the callers waiting for room."""
         replica = Replica(next(self._ids), handle, meta=dict(meta))
         self.replicas.append(replica)
         await self.notify()
@@ -78,6 +81,7 @@ class Router:
             await self.notify()
 
     def alive(self) -> list[Replica]:
+        """The replicas still in rotation."""
         return [r for r in self.replicas if r.alive]
 
     # ---- routing ------------------------------------------------------------------------------
@@ -137,6 +141,7 @@ class Router:
             return replica
 
     async def release(self, replica: Replica, weight: int = 1) -> None:
+        """Give back the room `acquire` counted (the request finished or failed) and wake waiters."""
         replica.in_flight = max(0, replica.in_flight - weight)
         await self.notify()
 

@@ -113,6 +113,40 @@ def test_config_is_validated():
             VLLMPRMConfig(**bad)
 
 
+def test_engine_options_are_declared_once():
+    """The generator and the PRM share each engine option's description and bounds; only defaults differ."""
+    from verifiers.prm_vllm import VLLMPRMConfig
+    from workers.vllm_engine import VLLMEngineOptions
+    from workers.vllm_local import VLLMConfig
+
+    for name, shared in VLLMEngineOptions.model_fields.items():
+        for config in (VLLMConfig, VLLMPRMConfig):
+            field = config.model_fields[name]
+            assert (field.description, field.metadata) == (shared.description, shared.metadata), (config, name)
+    generator, prm = VLLMConfig(), VLLMPRMConfig(model="/m")
+    assert (generator.max_model_len, generator.cpu_kv_cache_gb, generator.model) == (2048, 4, None)
+    assert (prm.max_model_len, prm.cpu_kv_cache_gb) == (4096, 1)
+    assert VLLMPRMConfig.model_fields["model"].is_required()
+
+
+def test_engine_environment_keeps_explicit_settings(monkeypatch, tmp_path):
+    from workers.vllm_engine import VLLMEngineOptions, prepare_environment
+
+    names = ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_KVCACHE_SPACE", "VLLM_NO_USAGE_STATS", "HF_HUB_OFFLINE")
+    for name in names:
+        monkeypatch.setenv(name, "")  # recorded, so the test leaves the environment as it found it
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "7")
+    prepare_environment(VLLMEngineOptions(model=str(tmp_path), cpu_kv_cache_gb=2), cpu=True)
+    assert {n: os.environ.get(n) for n in names} == {
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": "7", "VLLM_NO_USAGE_STATS": "1",
+        "HF_HUB_OFFLINE": "1"}
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    prepare_environment(VLLMEngineOptions(model="org/name", cpu_kv_cache_gb=2), cpu=False)  # GPU, a hub name
+    assert os.environ.get("VLLM_CPU_KVCACHE_SPACE") is None and os.environ.get("HF_HUB_OFFLINE") is None
+
+
 def test_one_probability_per_step_in_one_batch(loop, scorer, tiny_prm_dir):
     from verifiers.prm_vllm import VLLMPRMScorer
 

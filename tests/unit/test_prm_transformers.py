@@ -96,6 +96,11 @@ async def test_loads_lazily_and_counts_parameters(prm_dir, ref_model):
     assert len((await scorer.score(PROBLEM, [traj(STEPS)])).step_scores[0]) == 3  # reloads after close
 
 
+def test_an_unreadable_checkpoint_header_only_loses_the_parameter_count(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"\x10\x00")  # cut short inside the header length
+    assert make(tmp_path).num_parameters is None  # the FLOPs estimate waits for the loaded model
+
+
 def test_import_is_cheap():
     code = "import sys, verifiers.prm_transformers; print('torch' in sys.modules, 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
