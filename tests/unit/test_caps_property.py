@@ -103,3 +103,18 @@ def test_the_seconds_cap_covers_scoring():
     assert took < 10  # far below the scorer's 30 s: the cap, not the scorer, ended it
     assert any(ev["event"] == "time_budget_exhausted" for ev in sol.trace)
     assert sol.metrics["budget_limited"] and sol.answer is not None and len(sol.candidates) == 4
+
+
+def test_compute_lost_to_failures_and_cut_offs_is_reported():
+    """A failed request and one cut off by the time cap are reported in usage.lost_*, never as spent."""
+    gen = FakeGenerator(answer_script({"1": 0.5, "2": 0.5}, steps=4, words_per_step=3), fail_on_call=2)
+    with Engine(generator=gen, scorer=FakeScorer()) as engine, pytest.raises(SolveError) as failed:
+        engine.solve("q", 10_000, "beam_search", n=4, beam_width=2, max_tokens=200, max_step_tokens=10)
+    usage = failed.value.partial.usage
+    assert usage.lost_requests == 2 and usage.lost_tokens == 2 * 2 * 10  # the failed step: 2 beams x n=2 x 10
+    assert usage.generated_tokens == sum(c.num_tokens for c in failed.value.partial.candidates)
+
+    slow = FakeGenerator(latency_s=30)
+    with Engine(generator=slow) as engine:
+        sol = engine.solve("q", Budget(generated_tokens=400, seconds=0.3), "best_of_n", n=4, max_tokens=100)
+    assert sol.usage.lost_requests == 1 and sol.usage.lost_tokens == 400 and sol.usage.generated_tokens == 0

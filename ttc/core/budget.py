@@ -163,9 +163,18 @@ class Ledger:
         self._reserved.flops -= r.flops
         self._reserved.verifier_tokens -= r.verifier_tokens
 
+    def lose(self, r: Reservation, *, requests: int = 1, tokens: int | None = None) -> None:
+        """Release a request that brought nothing back (failed, cancelled) and report what it may have
+        used: `tokens` when the backend said, else its reservation (prompt plus n x max_tokens)."""
+        self.release(r)
+        self.usage.lost_requests += requests
+        self.usage.lost_tokens += (r.generated_tokens + r.prompt_tokens + r.verifier_tokens) if tokens is None else tokens
+
     def settle(self, r: Reservation, result: GenerationResult) -> None:
         """Release the reservation and charge what the request really spent."""
         self.release(r)
+        self.usage.lost_requests += result.lost_requests
+        self.usage.lost_tokens += result.lost_tokens
         generated = sum(c.num_tokens for c in result.completions)
         u = self.usage
         u.generated_tokens += generated

@@ -13,6 +13,7 @@ import re
 from typing import Any, Sequence
 
 from ttc.core.budget import Ledger, Reservation
+from ttc.core.errors import BackendError
 from ttc.core.plugins import Generator, Scorer
 from ttc.core.types import Completion, GenerationRequest, GenerationResult, Problem, SamplingParams, Trajectory
 from ttc.core.answers import answers_match, extract_answer
@@ -86,15 +87,18 @@ class SearchContext:
             call = self.generator.generate([req for _, req, _ in planned])
             timeout = self.ledger.seconds_left()
             results = await (asyncio.wait_for(call, timeout) if timeout is not None else call)
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError:  # cut off by the seconds cap: what they computed is lost
             self.budget_limited = True
             self.record("time_budget_exhausted", pending_requests=len(planned))
             for _, _, r in planned:
-                self.ledger.release(r)
+                self.ledger.lose(r)
             return out
-        except BaseException:
+        except BaseException as exc:  # failed or cancelled: lost too, with what the backend lost retrying
             for _, _, r in planned:
-                self.ledger.release(r)
+                self.ledger.lose(r)
+            if isinstance(exc, BackendError):
+                self.ledger.usage.lost_requests += exc.lost_requests
+                self.ledger.usage.lost_tokens += exc.lost_tokens
             raise
         for (i, _, r), result in zip(planned, results):
             self.ledger.settle(r, result)
@@ -162,12 +166,12 @@ class SearchContext:
             timeout = self.ledger.seconds_left()
             result = await (asyncio.wait_for(call, timeout) if timeout is not None else call)
         except asyncio.TimeoutError:
-            self.ledger.release(reservation)
+            self.ledger.lose(reservation)
             self.budget_limited = True
             self.record("time_budget_exhausted", pending_scores=len(trajectories))
             return None
         except BaseException:
-            self.ledger.release(reservation)
+            self.ledger.lose(reservation)
             raise
         self.ledger.settle_verifier(reservation, result.verifier_tokens, requests=result.requests,
                                     num_parameters=params)

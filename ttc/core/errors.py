@@ -32,8 +32,11 @@ class BackendError(TTCError, RuntimeError):
     (a dropped connection, an overloaded server) or not (a dead engine).
     """
 
-    def __init__(self, message: str, *, retryable: bool = False):
+    def __init__(self, message: str, *, retryable: bool = False, lost_requests: int = 0, lost_tokens: int = 0):
         self.retryable = retryable
+        #: Attempts the backend made and lost before giving up, when it knows (the caller adds the last one).
+        self.lost_requests = lost_requests
+        self.lost_tokens = lost_tokens
         super().__init__(message)
 
 

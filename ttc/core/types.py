@@ -71,6 +71,10 @@ class GenerationResult:
     completions: list[Completion]
     prompt_tokens: int
     cached_prompt_tokens: int = 0
+    #: Attempts of this request the backend lost before it succeeded (a retry after a timeout, a dead
+    #: replica), and the tokens they may have used (an upper bound where the backend cannot tell).
+    lost_requests: int = 0
+    lost_tokens: int = 0
 
 
 @dataclass
@@ -84,6 +88,12 @@ class Usage:
     flops: float = 0.0
     wall_s: float = 0.0
     requests: int = 0
+    #: Compute paid for and not received: requests that failed, were retried, or were cut off (by the
+    #: time cap or a failed sibling), and the tokens they may have used (the backend's count when it
+    #: knows it, else what the request could have used at most: n x max_tokens, plus its prompt
+    #: when a prompt-token or FLOPs cap had it counted).
+    lost_requests: int = 0
+    lost_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
