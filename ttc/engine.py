@@ -114,8 +114,6 @@ class Engine:
             if self._scorer is None and self.config.verifier is not None:
                 self._scorer = self._build_scorer(self.config.verifier, self.config.verifier_options)
             scorer = self._scorer
-        if scorer is not None and scorer.uses_policy:
-            scorer.bind(self._get_generator())  # self-judging scorers use the policy itself
         return scorer
 
     def _build_scorer(self, name: str, options: dict[str, Any]) -> Scorer:
@@ -177,6 +175,8 @@ class Engine:
                         pass
                 raise
             scorer = await self._started(self._get_scorer(verifier))
+            if scorer is not None:
+                scorer = scorer.for_solve(generator)  # a self-judging scorer gets the policy and its own cache
             ledger = Ledger(budget, num_parameters=generator.num_parameters)
             ctx = SearchContext(problem, await generator.arender_prompt(problem), generator, ledger, scorer,
                                 seed=self.config.seed if seed is None else seed)

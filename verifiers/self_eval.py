@@ -43,18 +43,19 @@ class SelfEvalScorer(Scorer):
     Config = SelfEvalConfig
     uses_policy = True
 
-    def __init__(self, config: SelfEvalConfig | None = None):
+    def __init__(self, config: SelfEvalConfig | None = None, generator: Generator | None = None):
         super().__init__(config)
-        self.generator: Generator | None = None
-        # Step scores of prefixes already judged: search rescoring a trajectory pays only for new steps.
+        self.generator = generator
+        self.num_parameters = generator.num_parameters if generator is not None else None
+        # Step scores of prefixes this solve already judged: search rescoring a trajectory pays only for
+        # new steps. One solve's cache: another solve pays for its own judgements.
         self._cache: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._yes = {w.strip().lower() for w in self.config.yes}
         self._no = {w.strip().lower() for w in self.config.no}
 
-    def bind(self, generator: Generator) -> None:
-        """The engine hands over the policy generator that will judge the steps (again after a restart)."""
-        self.generator = generator
-        self.num_parameters = generator.num_parameters
+    def for_solve(self, policy: Generator) -> "SelfEvalScorer":
+        """A judge bound to the solve's policy, with its own cache."""
+        return SelfEvalScorer(self.config, policy)
 
     def _question(self, problem: Problem, prefix: str) -> Problem:
         return Problem(prompt=f"Problem: {problem.prompt}\n\nSolution so far:\n{prefix.rstrip()}\n\n{self.config.question}")
@@ -66,11 +67,17 @@ class SelfEvalScorer(Scorer):
         # Async: with a replica pool as the policy, rendering is a remote call that must not block the loop.
         return await self.generator.arender_prompt(self._question(problem, prefix))
 
-    def _missing(self, problem: Problem, trajectories: Sequence[Trajectory]) -> list[tuple[str, str]]:
+    @staticmethod
+    def _judged(problem: Problem, t: Trajectory, final_only: bool) -> list[tuple[str, str]]:
+        """The prefixes of `t` whose last step is judged: every one, or the whole trajectory only."""
+        ends = [len(t.steps)] if final_only else range(1, len(t.steps) + 1)
+        return [(problem.prompt, "".join(t.steps[:k])) for k in ends if k > 0]
+
+    def _missing(self, problem: Problem, trajectories: Sequence[Trajectory], final_only: bool = False
+                 ) -> list[tuple[str, str]]:
         keys, seen = [], set()
         for t in trajectories:
-            for k in range(len(t.steps)):
-                key = (problem.prompt, "".join(t.steps[: k + 1]))
+            for key in self._judged(problem, t, final_only):
                 if key not in self._cache and key not in seen:
                     seen.add(key)
                     keys.append(key)
@@ -82,14 +89,19 @@ class SelfEvalScorer(Scorer):
         return sum(self.generator.count_tokens(self._prompt(problem, prefix)) + 1
                    for _, prefix in self._missing(problem, trajectories))
 
-    async def aestimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
+    async def aestimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory],
+                               final_only: bool = False) -> int:
         if self.generator is None:
             return 0
 
         async def one(prefix: str) -> int:
             return await self.generator.acount_tokens(await self._aprompt(problem, prefix)) + 1
 
-        return sum(await asyncio.gather(*(one(prefix) for _, prefix in self._missing(problem, trajectories))))
+        missing = self._missing(problem, trajectories, final_only)
+        return sum(await asyncio.gather(*(one(prefix) for _, prefix in missing)))
+
+    async def aestimate_final_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
+        return await self.aestimate_tokens(problem, trajectories, final_only=True)
 
     def p_yes(self, top: dict[str, float]) -> float:
         yes = sum(math.exp(lp) for tok, lp in top.items() if tok.strip().lower() in self._yes)
@@ -97,9 +109,16 @@ class SelfEvalScorer(Scorer):
         return yes / (yes + no) if yes + no > 0 else 0.5  # neither said: no information
 
     async def score(self, problem: Problem, trajectories: Sequence[Trajectory]) -> ScoreResult:
+        return await self._score(problem, trajectories, final_only=False)
+
+    async def score_final(self, problem: Problem, trajectories: Sequence[Trajectory]) -> ScoreResult:
+        """Only each whole trajectory is judged (one request each), not every step prefix."""
+        return await self._score(problem, trajectories, final_only=True)
+
+    async def _score(self, problem: Problem, trajectories: Sequence[Trajectory], final_only: bool) -> ScoreResult:
         if self.generator is None:
             raise VerifierError("self_eval needs the policy generator; use it through an Engine")
-        missing = self._missing(problem, trajectories)
+        missing = self._missing(problem, trajectories, final_only)
         params = _ONE_GREEDY_TOKEN.params(1, logprobs=self.config.top_logprobs)
         prompts = await asyncio.gather(*(self._aprompt(problem, prefix) for _, prefix in missing))
         results = await self.generator.generate([GenerationRequest(p, params) for p in prompts])
@@ -111,8 +130,7 @@ class SelfEvalScorer(Scorer):
         scores = []
         for t in trajectories:
             row = []
-            for k in range(len(t.steps)):
-                key = (problem.prompt, "".join(t.steps[: k + 1]))
+            for key in self._judged(problem, t, final_only):
                 row.append(self._cache[key])
                 self._cache.move_to_end(key)  # least recently used goes first
             scores.append(row)

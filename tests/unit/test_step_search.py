@@ -277,8 +277,7 @@ def test_self_eval_cache_eviction_never_loses_scores_it_needs(monkeypatch):
     from ttc.core.types import Problem, Trajectory
 
     monkeypatch.setattr(se, "_CACHE_SIZE", 3)
-    scorer = se.SelfEvalScorer()
-    scorer.bind(FakeGenerator())
+    scorer = se.SelfEvalScorer().for_solve(FakeGenerator())
     p = Problem("q")
     asyncio.run(scorer.score(p, [Trajectory(["a\n\n"], 1, "stop")]))
     res = asyncio.run(scorer.score(p, [Trajectory(["a\n\n", "b\n\n", "c\n\n", "d"], 4, "stop")]))
@@ -304,3 +303,27 @@ def test_particle_copies_of_one_parent_are_one_request_with_n_copies():
     for call in later:
         prompts = [r.prompt for r in call]
         assert len(prompts) == len(set(prompts))  # one request per distinct parent
+
+
+def test_self_eval_in_best_of_n_judges_only_what_the_aggregation_reads():
+    """aggregation='last' reads one score per sample: one judge request per sample, not one per step."""
+    from verifiers.self_eval import SelfEvalScorer
+
+    gen = FakeGenerator(answer_script({"1": 0.5, "2": 0.5}, steps=4, words_per_step=3))
+    with Engine(generator=gen, scorer=SelfEvalScorer()) as e:
+        last = e.solve("q", 10_000, "best_of_n", n=5, max_tokens=100, selection="weighted")
+        every = e.solve("q", 10_000, "best_of_n", n=5, max_tokens=100, selection="weighted", aggregation="min")
+    assert last.usage.requests == 1 + 5  # the sampling request, then one judgement per sample
+    assert every.usage.requests > 1 + 5 * 4  # every step prefix of every sample is judged
+    assert all(len(c.step_scores) == 1 for c in last.candidates)
+
+
+def test_each_solve_pays_for_its_own_self_evaluation():
+    """The judge's cache is per solve: the same question twice is charged twice, not once."""
+    from verifiers.self_eval import SelfEvalScorer
+
+    gen = FakeGenerator(answer_script({"1": 1.0}, steps=2, words_per_step=3), seed=1)
+    with Engine(generator=gen, scorer=SelfEvalScorer(), seed=0) as e:
+        first = e.solve("q", 10_000, "best_of_n", n=2, max_tokens=100, selection="weighted", seed=0)
+        second = e.solve("q", 10_000, "best_of_n", n=2, max_tokens=100, selection="weighted", seed=0)
+    assert first.usage.verifier_tokens == second.usage.verifier_tokens > 0

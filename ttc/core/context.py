@@ -143,26 +143,30 @@ class SearchContext:
         return await asyncio.to_thread(fn, *args)
 
     # ---- scoring -------------------------------------------------------------------------------
-    async def score(self, trajectories: Sequence[Trajectory]) -> list[list[float]] | None:
+    async def score(self, trajectories: Sequence[Trajectory], *, final_only: bool = False
+                    ) -> list[list[float]] | None:
         """Per-step scores from the scorer, or None when a cap cannot pay for them.
 
         Like generation, a score call is reserved against the caps before it is sent (its verifier
         tokens and their FLOPs, from the scorer's upper-bound estimate), runs within what is left
         of the seconds cap, and is charged what it really cost, with the backend requests it made.
+        `final_only` asks for each whole trajectory's score alone (one-element rows): all that
+        aggregation "last" reads, and for a judge that pays per step, far cheaper.
         """
         if self.scorer is None:
             raise RuntimeError("this strategy needs a scorer, but none was configured")
         budget, params = self.ledger.budget, self.scorer.num_parameters
         # Estimated only under a cap that needs it: for a scorer on remote replicas it is a round trip.
         capped = budget.verifier_tokens is not None or (budget.flops is not None and params)
-        cost = await self.scorer.aestimate_tokens(self.problem, trajectories) if capped else 0
+        estimate = self.scorer.aestimate_final_tokens if final_only else self.scorer.aestimate_tokens
+        cost = await estimate(self.problem, trajectories) if capped else 0
         reservation = self.ledger.reserve_verifier(cost, params)
         if reservation is None:
             self.budget_limited = True
             self.record("verifier_budget_exhausted", needed=cost, left=self.ledger.verifier_left())
             return None
         try:
-            call = self.scorer.score(self.problem, trajectories)
+            call = (self.scorer.score_final if final_only else self.scorer.score)(self.problem, trajectories)
             timeout = self.ledger.seconds_left()
             result = await (asyncio.wait_for(call, timeout) if timeout is not None else call)
         except asyncio.TimeoutError:

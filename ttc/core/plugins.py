@@ -106,15 +106,30 @@ class Scorer(Worker):
     runs_on_replicas: ClassVar[bool] = False
     #: True when scoring reads the generation's token logprobs: strategies then ask the generator for them.
     needs_logprobs: ClassVar[bool] = False
-    #: True when the scorer asks the policy itself (self-evaluation): the engine binds its generator.
+    #: True when the scorer asks the policy itself (self-evaluation): it runs where the policy is,
+    #: and each solve gets its own copy bound to the policy (`for_solve`).
     uses_policy: ClassVar[bool] = False
 
     @abc.abstractmethod
     async def score(self, problem: Problem, trajectories: Sequence[Trajectory]) -> ScoreResult:
         """Score a batch of trajectories of one problem."""
 
-    def bind(self, generator: Generator) -> None:
-        """Receive the policy generator (called by the engine when `uses_policy`)."""
+    def for_solve(self, policy: Generator) -> "Scorer":
+        """The scorer one solve uses: this one, unless it keeps per-solve state. A scorer that asks the
+        policy returns a copy bound to it, with caches of its own, so no solve is handed scores another
+        one paid for (its verifier tokens would be under-reported)."""
+        return self
+
+    async def score_final(self, problem: Problem, trajectories: Sequence[Trajectory]) -> ScoreResult:
+        """The score of each whole trajectory only (a one-element row): what aggregation "last" reads.
+        By default every step is scored and the last kept; a scorer that pays per step overrides it."""
+        result = await self.score(problem, trajectories)
+        rows = [list(row[-1:]) for row in result.step_scores]
+        return ScoreResult(rows, result.verifier_tokens, result.requests)
+
+    async def aestimate_final_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
+        """What `score_final` will cost (an upper bound, as `estimate_tokens`)."""
+        return await self.aestimate_tokens(problem, trajectories)
 
     def estimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
         """Verifier tokens a score call will cost, for reserving before it is sent: an upper bound

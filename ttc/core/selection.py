@@ -149,7 +149,8 @@ async def choose(ctx: "SearchContext", candidates: Sequence[Trajectory], rule: s
     is spent, the vote falls back to majority rather than lose the candidates."""
     scores = None
     if rule != "majority" and candidates:
-        step_scores = await ctx.score(candidates) if rescore else [t.step_scores for t in candidates]
+        step_scores = (await ctx.score(candidates, final_only=aggregation == "last") if rescore
+                       else [t.step_scores for t in candidates])
         if step_scores is None:
             ctx.record("selection_fallback", reason="verifier budget exhausted", selection="majority")
             choice = await ctx.offload(select, candidates, "majority")
