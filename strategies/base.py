@@ -9,9 +9,14 @@ from __future__ import annotations
 from pydantic import Field
 
 from ttc.core.budget import Budget
+from ttc.core.context import SearchContext
 from ttc.core.config import SamplingOptions
 from ttc.core.errors import BudgetError, ConfigError
 from ttc.core.plugins import Outcome, Strategy
+from ttc.core.types import Trajectory
+
+#: Most requests a budget-sized strategy makes to spend what its first request left.
+MAX_ROUNDS = 12
 
 __all__ = ["Outcome", "SampledStrategy", "SampledStrategyConfig", "Strategy", "samples_for_budget"]
 
@@ -31,6 +36,37 @@ class SampledStrategy(Strategy):
     def check(self, budget: Budget, has_scorer: bool) -> None:
         super().check(budget, has_scorer)
         samples_for_budget(self.config.n, self.config.max_tokens, budget)  # raises if it cannot pay for one
+
+    async def draw(self, ctx: SearchContext, logprobs: int | None = None) -> list[Trajectory]:
+        """The strategy's samples: `n` in one request when given; else as many as the budget pays for.
+
+        Sized by the budget alone, a first request takes budget // max_tokens samples (each reserved
+        at full length: the cap is hard), and samples usually stop well short of max_tokens. So the
+        rest is drawn in further rounds while a full-length sample still fits, and a last shorter one
+        where what is left is at least twice the longest sample seen: the budget is spent, not
+        stranded. At most MAX_ROUNDS requests, one after the other.
+        """
+        c = self.config
+        if c.n is not None:
+            return await ctx.sample(c.params(c.n, logprobs=logprobs))
+        samples: list[Trajectory] = []
+        rounds = 0
+        for rounds in range(MAX_ROUNDS):
+            left = ctx.ledger.generated_left()
+            k = left // c.max_tokens if left is not None else 0
+            longest = max((t.num_tokens for t in samples), default=c.max_tokens)
+            if k < 1 and samples and left is not None and left >= 2 * longest:
+                k = 1  # the ledger shortens this one to what is left, which the samples so far say is plenty
+            if k < 1 or ctx.ledger.exhausted():
+                break
+            drawn = await ctx.sample(c.params(k, logprobs=logprobs))
+            if not drawn:
+                break
+            samples += drawn
+        else:
+            rounds = MAX_ROUNDS
+        ctx.record("sampled", samples=len(samples), rounds=rounds)
+        return samples
 
 
 def samples_for_budget(n: int | None, max_tokens: int, budget: Budget) -> int:

@@ -39,7 +39,7 @@ class BestOfN(SampledStrategy):
         n = samples_for_budget(c.n, c.max_tokens, ctx.ledger.budget)
         logprobs = 0 if self.needs_scorer() and ctx.scorer is not None and ctx.scorer.needs_logprobs else None
         ctx.record("sample", n=n, max_tokens=c.max_tokens)
-        candidates = await ctx.sample(c.params(n, logprobs=logprobs))
+        candidates = await self.draw(ctx, logprobs)
         choice = await choose(ctx, candidates, c.selection, c.aggregation)
         metrics = {"samples_requested": n, "samples": len(candidates), "selection": choice.selection}
         if choice.votes is not None:

@@ -23,7 +23,7 @@ class RepeatedSampling(SampledStrategy):
     async def run(self, ctx: SearchContext) -> Outcome:
         n = samples_for_budget(self.config.n, self.config.max_tokens, ctx.ledger.budget)
         ctx.record("sample", n=n, max_tokens=self.config.max_tokens)
-        candidates = await ctx.sample(self.config.params(n))
+        candidates = await self.draw(ctx)
         vote = await ctx.offload(select, candidates, "majority")
         answer, best = vote.answer, vote.best
         metrics = {"samples_requested": n, "samples": len(candidates), "votes": vote.votes}

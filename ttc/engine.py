@@ -199,6 +199,8 @@ class Engine:
             usage = ledger.finish()
             metrics = dict(outcome.metrics)
             metrics["budget_limited"] = ctx.budget_limited
+            if budget.generated_tokens is not None:  # how much of the token budget the strategy put to use
+                metrics["budget_used"] = round(usage.generated_tokens / budget.generated_tokens, 4)
             return Solution(outcome.answer, strat.name, outcome.best, outcome.candidates, usage, ctx.trace,
                             metrics, problem)
 

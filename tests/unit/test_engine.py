@@ -150,9 +150,9 @@ def test_solution_records_usage_trace_and_problem():
     with Engine(generator=FakeGenerator()) as e:
         sol = e.solve(Problem("q", id="p1", reference="42"), Budget(generated_tokens=640), max_tokens=64)
     d = sol.to_dict()
-    assert d["id"] == "p1" and d["candidates"] == 10 and d["usage"]["generated_tokens"] > 0
-    assert sol.trace[0] == {"event": "sample", "n": 10, "max_tokens": 64}
-    assert sol.usage.requests == 1 and sol.usage.prompt_tokens > 0
+    assert d["id"] == "p1" and d["candidates"] >= 10 and d["usage"]["generated_tokens"] > 0
+    assert sol.trace[0] == {"event": "sample", "n": 10, "max_tokens": 64}  # the first round: 10 full-length
+    assert sol.usage.requests >= 2 and sol.usage.prompt_tokens > 0  # short samples leave room for more rounds
 
 
 def test_api_solve_uses_given_engine():

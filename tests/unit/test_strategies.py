@@ -54,7 +54,9 @@ def test_weighted_majority_and_verifier_selection_disagree_as_they_should():
 def test_repeated_sampling_reports_coverage_and_counts():
     with engine({"42": 0.2, "41": 0.8}) as e:
         sol = e.solve("q", 64 * 20, "repeated_sampling", reference="42", max_tokens=64)
-    assert len(sol.candidates) == 20 and sol.metrics["samples"] == 20
+    # 20 full-length samples fit; the fake's samples are short, so later rounds draw more (budget use).
+    assert len(sol.candidates) >= 20 and sol.metrics["samples"] == len(sol.candidates)
+    assert 0.8 * 64 * 20 <= sol.usage.generated_tokens <= 64 * 20
     assert sol.metrics["coverage"] is True
     assert sol.metrics["correct_samples"] == sum(c.correct for c in sol.candidates)
     assert sol.answer == "41"
@@ -81,7 +83,7 @@ def test_verifier_budget_exhausted_falls_back_to_majority_keeping_samples():
     with engine(scorer=scorer) as e:
         sol = e.solve("q", {"generated_tokens": 640, "verifier_tokens": 10}, "best_of_n",
                       selection="verifier", max_tokens=64)
-    assert len(sol.candidates) == 10 and scorer.calls == 0
+    assert len(sol.candidates) >= 10 and scorer.calls == 0
     assert sol.metrics["selection"].startswith("majority")
     assert sol.usage.verifier_tokens == 0
 
@@ -146,5 +148,5 @@ def test_no_strategy_ever_exceeds_its_budget(seed):
         assert u.prompt_tokens <= budget.prompt_tokens
     if budget.flops is not None:
         assert u.flops <= budget.flops
-    sent = sum(r.params.n * r.params.max_tokens for call in gen.calls for r in call)
-    assert sent <= budget.generated_tokens  # capped before sending, not trimmed after
+    # Capped before sending, not trimmed after: no request ever asked for more than the cap.
+    assert all(r.params.n * r.params.max_tokens <= budget.generated_tokens for call in gen.calls for r in call)

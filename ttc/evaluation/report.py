@@ -61,10 +61,12 @@ def summarize(configs: Sequence[Any], records: list[dict[str, Any]]) -> dict[str
     for c in configs:
         rs = by_config.get(c.label, [])
         judged = [bool(r["correct"]) for r in rs if r["correct"] is not None]
+        used = [r["metrics"]["budget_used"] for r in rs if "budget_used" in r.get("metrics", {})]
         entry = {
             "strategy": c.strategy_label, "budget": c.budget.to_dict(), "seed": c.seed, "problems": len(rs),
             "accuracy": M.accuracy(judged) if judged else None,
             **M.usage_per_problem([r["usage"] for r in rs]),
+            "budget_used": sum(used) / len(used) if used else None,  # mean share of the token budget spent
         }
         # Scaling curves come from the largest budget of each strategy: one large-N run gives every k.
         curves = _scaling_curves(rs) if c.label in largest else None
@@ -74,7 +76,7 @@ def summarize(configs: Sequence[Any], records: list[dict[str, Any]]) -> dict[str
         summary["table"].append({
             "config": c.label, "strategy": c.strategy_label, "budget": c.budget.to_dict(), "seed": c.seed,
             "problems": len(rs), "accuracy": entry["accuracy"],
-            "mean_generated_tokens": entry.get("mean_generated_tokens"),
+            "mean_generated_tokens": entry.get("mean_generated_tokens"), "budget_used": entry["budget_used"],
         })
     return summary
 
