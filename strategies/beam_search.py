@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from strategies.base import Outcome
 from strategies.step_search import BeamWidthConfig, BeamWidthSearch, top_k
 from ttc.core.context import SearchContext
 from ttc.core.types import Trajectory
@@ -26,7 +25,7 @@ class BeamSearch(BeamWidthSearch):
     name = "beam_search"
     Config = BeamSearchConfig
 
-    async def search(self, ctx: SearchContext, n: int) -> Outcome:
+    async def search(self, ctx: SearchContext, n: int) -> tuple[list[Trajectory], list[Trajectory], dict]:
         c = self.config
         keep = n // c.beam_width
         completed, live = await self.roots(ctx, n)
@@ -55,7 +54,7 @@ class BeamSearch(BeamWidthSearch):
             children = await self.extend(ctx, kept, counts)
             live = [t for group in children for t in group]
         metrics = {"width": n, "beam_width": c.beam_width, "steps_searched": step}
-        return await self.finish(ctx, completed, frontier, metrics)
+        return completed, frontier, metrics
 
     async def ranking_scores(self, ctx: SearchContext, live: list[Trajectory], completed: list[Trajectory]
                              ) -> list[float] | None:

@@ -8,7 +8,6 @@ best child finished is done.
 """
 from __future__ import annotations
 
-from strategies.base import Outcome
 from strategies.step_search import BeamWidthConfig, BeamWidthSearch, top_k
 from ttc.core.context import SearchContext
 from ttc.core.types import Trajectory
@@ -22,7 +21,7 @@ class DVTS(BeamWidthSearch):
     name = "dvts"
     Config = DVTSConfig
 
-    async def search(self, ctx: SearchContext, n: int) -> Outcome:
+    async def search(self, ctx: SearchContext, n: int) -> tuple[list[Trajectory], list[Trajectory], dict]:
         c = self.config
         m = c.beam_width
         subtrees = n // m
@@ -67,4 +66,4 @@ class DVTS(BeamWidthSearch):
             self.record_step(ctx, step, flat, scores, kept, subtrees=[subtree_of[t.node_id] for t in flat])
         last = [h for h in heads if h is not None] + stalled
         metrics = {"width": n, "subtrees": subtrees, "beam_width": m, "steps_searched": step}
-        return await self.finish(ctx, completed, last or [t for t in roots if not t.finished], metrics)
+        return completed, last or [t for t in roots if not t.finished], metrics

@@ -19,7 +19,6 @@ from typing import Literal, Sequence
 
 from pydantic import Field
 
-from strategies.base import Outcome
 from strategies.rebase import softmax
 from strategies.step_search import StepSearch, StepSearchConfig
 from ttc.core.context import SearchContext
@@ -52,7 +51,7 @@ class ParticleFiltering(StepSearch):
     name = "particle_filtering"
     Config = ParticleFilteringConfig
 
-    async def search(self, ctx: SearchContext, n: int) -> Outcome:
+    async def search(self, ctx: SearchContext, n: int) -> tuple[list[Trajectory], list[Trajectory], dict]:
         c = self.config
         if c.n is None and c.gibbs_iterations:
             n = max(1, n // (c.gibbs_iterations + 1))  # a budget-derived width is shared by every run
@@ -73,7 +72,7 @@ class ParticleFiltering(StepSearch):
             ctx.record("gibbs_reference", iteration=iteration, id=reference.node_id)
         metrics = {"particles": n, "resampling": c.resampling, "gibbs_iterations": c.gibbs_iterations,
                    "steps_searched": steps}
-        return await self.finish(ctx, completed, last_live, metrics)
+        return completed, last_live, metrics
 
     async def filter(self, ctx: SearchContext, n: int, reference: Trajectory | None, iteration: int
                      ) -> tuple[list[Trajectory], list[Trajectory], int]:

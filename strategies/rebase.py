@@ -13,7 +13,6 @@ from typing import Sequence
 
 from pydantic import Field
 
-from strategies.base import Outcome
 from strategies.step_search import StepSearch, StepSearchConfig
 from ttc.core.context import SearchContext
 from ttc.core.types import Trajectory
@@ -51,7 +50,7 @@ class Rebase(StepSearch):
     name = "rebase"
     Config = RebaseConfig
 
-    async def search(self, ctx: SearchContext, n: int) -> Outcome:
+    async def search(self, ctx: SearchContext, n: int) -> tuple[list[Trajectory], list[Trajectory], dict]:
         c = self.config
         completed, live = await self.roots(ctx, n)
         frontier: list[Trajectory] = []
@@ -77,4 +76,4 @@ class Rebase(StepSearch):
             children = await self.extend(ctx, frontier, shares)
             live = [t for group in children for t in group]
         metrics = {"width": n, "steps_searched": step}
-        return await self.finish(ctx, completed, frontier, metrics)
+        return completed, frontier, metrics

@@ -14,7 +14,7 @@ from typing import Literal, Sequence
 
 from pydantic import Field, model_validator
 
-from strategies.base import Outcome, SampledStrategy, SampledStrategyConfig, samples_for_budget
+from strategies.base import Outcome, SampledStrategy, SampledStrategyConfig, Strategy
 from ttc.core.selection import choose
 from ttc.core.budget import Budget
 from ttc.core.context import STEP_SEPARATOR, SearchContext
@@ -22,6 +22,16 @@ from ttc.core.errors import BudgetError, ConfigError
 from ttc.core.types import Completion, GenerationRequest, SamplingParams, Trajectory
 from ttc.core.aggregation import Aggregation, aggregate
 from ttc.core.answers import has_final_answer
+
+
+#: Steps of max_step_tokens a budget-sized search must be able to pay for at its narrowest width.
+STEPS_PAID_FOR = 2
+#: Most searches one budget-sized solve runs one after the other.
+MAX_SEARCHES = 16
+#: A later search is sized at this many times what a trajectory of the last one cost.
+WIDTH_MARGIN = 1.25
+#: The widest later search (one step of it is one batch of this many continuations).
+MAX_WIDTH = 256
 
 
 class StepSearchConfig(SampledStrategyConfig):
@@ -61,27 +71,81 @@ class StepSearch(SampledStrategy):
         return self.config.selection
 
     def width(self, budget: Budget) -> int:
-        """N as given, or as many whole trajectories as the token budget pays for."""
+        """N as given, or what the generated-token budget pays for (see `width_for`)."""
         c = self.config
-        n = samples_for_budget(c.n, c.max_tokens, budget)
-        m = self.width_multiple()
-        if c.n is None:
-            n -= n % m
-            if n < m:
-                raise BudgetError(f"budget={budget.generated_tokens} pays for fewer than beam_width={m} "
-                                  f"trajectories of max_tokens={c.max_tokens}; raise the budget or lower max_tokens")
+        if c.n is not None:
+            return c.n
+        if budget.generated_tokens is None:
+            raise ConfigError("n is required when the budget has no generated_tokens cap; pass n or an int budget")
+        return self.width_for(budget.generated_tokens)
+
+    def width_for(self, tokens: int) -> int:
+        """The width a budget of `tokens` pays for: as many whole trajectories of max_tokens as fit, a
+        multiple of the beam width; where that is fewer than two (or than one beam), the narrowest
+        search that still pays for a handful of steps (STEPS_PAID_FOR of max_step_tokens each), since
+        trajectories seldom run to max_tokens and a search that ends early is followed by another."""
+        c, m = self.config, self.width_multiple()
+        n = tokens // c.max_tokens
+        n -= n % m
+        if n >= max(m, 2):
+            return n
+        n = m * -(-2 // m)  # at least 2 trajectories, a whole number of beams
+        if n * c.max_step_tokens * STEPS_PAID_FOR > tokens:
+            raise BudgetError(f"budget={tokens} cannot pay for {STEPS_PAID_FOR} steps of {n} trajectories "
+                              f"(beam_width={m}) of max_step_tokens={c.max_step_tokens}; raise the budget or "
+                              "lower max_step_tokens")
         return n
 
     def check(self, budget: Budget, has_scorer: bool) -> None:
-        super().check(budget, has_scorer)
+        Strategy.check(self, budget, has_scorer)  # not SampledStrategy's: a step search needs no whole sample
         self.width(budget)
 
     async def run(self, ctx: SearchContext) -> Outcome:
-        return await self.search(ctx, self.width(ctx.ledger.budget))
+        """One search of width N; sized by the budget, further searches while the budget pays for one
+        (what early finishers left is used, not stranded). The answer is chosen among all of them."""
+        c = self.config
+        n = self.width(ctx.ledger.budget)
+        completed: list[Trajectory] = []
+        active: list[Trajectory] = []
+        metrics: dict = {"width": n, "steps_searched": 0}
+        cost = 0.0
+        for searches in range(1, MAX_SEARCHES + 1):
+            spent = ctx.ledger.usage.generated_tokens
+            done, live, found = await self.search(ctx, n)
+            completed += done
+            active = live or active
+            metrics.update({k: v for k, v in found.items() if k not in metrics})
+            metrics["steps_searched"] += found.get("steps_searched", 0)
+            metrics["searches"] = searches
+            left = ctx.ledger.generated_left()
+            if c.n is not None or left is None or ctx.ledger.exhausted():
+                break
+            # The costliest trajectory seen so far: a search cut short by the budget looks cheaper than it is.
+            cost = max(cost, (ctx.ledger.usage.generated_tokens - spent) / n)
+            n = self.next_width(left, cost)
+            if n is None:
+                break
+            ctx.record("search_again", search=searches + 1, width=n, tokens_left=left)
+        return await self.finish(ctx, completed, active, metrics)
+
+    def next_width(self, left: int, cost_per_trajectory: float) -> int | None:
+        """The width of the next search: what `left` tokens pay for at what a trajectory of the last
+        search really cost (with a margin), a multiple of the beam width, at most MAX_WIDTH; None when
+        not even the narrowest search fits. A low estimate costs nothing: the ledger still caps."""
+        m = self.width_multiple()
+        n = int(left // (max(cost_per_trajectory, 1.0) * WIDTH_MARGIN))
+        n = min(n, MAX_WIDTH)
+        n -= n % m
+        if n >= max(m, 2):
+            return n
+        try:
+            return self.width_for(left)
+        except BudgetError:
+            return None
 
     @abc.abstractmethod
-    async def search(self, ctx: SearchContext, n: int) -> Outcome:
-        """Grow and prune trajectories of width `n` (given, or what the budget pays for); pick the answer."""
+    async def search(self, ctx: SearchContext, n: int) -> tuple[list[Trajectory], list[Trajectory], dict]:
+        """Grow and prune trajectories of width `n`: (the finished ones, the live ones when it stopped, figures)."""
 
     # ---- expansion --------------------------------------------------------------------------------
     def step_params(self, parent: Trajectory | None, n: int, *, greedy: bool = False) -> SamplingParams:

@@ -214,8 +214,13 @@ def test_width_is_derived_from_the_budget_and_validated():
     assert sol.metrics["width"] == 8
     with pytest.raises(ConfigError, match="beam_width must divide n, got n=10 beam_width=4"):
         run("beam_search", n=10, beam_width=4)
-    with pytest.raises(BudgetError, match="fewer than beam_width=4"):
+    with pytest.raises(BudgetError, match=r"budget=300 cannot pay for 2 steps of 4 trajectories \(beam_width=4\) "
+                                          "of max_step_tokens=40"):
         run("dvts", n=None, beam_width=4, budget=300, max_tokens=100)
+    # Three whole trajectories of max_tokens fit, fewer than one beam: the search runs anyway at width 4
+    # (the audit's "refuses to run at all with its defaults").
+    sol, _, _ = run("dvts", n=None, beam_width=4, budget=320, max_tokens=100)
+    assert sol.metrics["width"] == 4 and sol.usage.generated_tokens <= 320
     with Engine(generator=FakeGenerator()) as e, pytest.raises(ConfigError, match="needs a verifier"):
         e.solve("q", 1000, "rebase")
 
@@ -327,3 +332,15 @@ def test_each_solve_pays_for_its_own_self_evaluation():
         first = e.solve("q", 10_000, "best_of_n", n=2, max_tokens=100, selection="weighted", seed=0)
         second = e.solve("q", 10_000, "best_of_n", n=2, max_tokens=100, selection="weighted", seed=0)
     assert first.usage.verifier_tokens == second.usage.verifier_tokens > 0
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_budget_sized_search_keeps_searching_while_the_budget_pays(strategy):
+    """Sized by the budget alone, a search whose trajectories finish early is followed by more, so the
+    budget is put to use; with n given, one search of width n runs."""
+    budget = 4000
+    sol, _, _ = run(strategy, n=None, budget=budget, steps=3)
+    assert sol.metrics["searches"] > 1 and sol.usage.generated_tokens <= budget
+    assert sol.metrics["budget_used"] >= 0.8
+    fixed, _, _ = run(strategy, budget=budget, steps=3)
+    assert fixed.metrics["searches"] == 1
