@@ -17,9 +17,10 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import time
+
+from bench.provenance import provenance
 
 PROMPTS = [f"What is {a} + {b}?" for a, b in zip(range(3, 19), range(17, 1, -1))]
 N, MAX_TOKENS, TEMPERATURE = 16, 64, 0.8
@@ -108,7 +109,7 @@ def main() -> None:
         "ratio_of_medians": round(e_wall / r_wall, 4), "orchestration_ms": round(1000 * orchestration_s, 2),
         "engine_tokens_per_s": round(e_tok / e_wall, 1), "raw_tokens_per_s": round(r_tok / r_wall, 1),
         "ratio_per_token": round((e_wall / e_tok) / (r_wall / r_tok), 4),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus", "model": gen.model_name,
+        **provenance(), "model": gen.model_name,
     }
     print(f"\nengine {e_wall:.2f} s vs raw vLLM {r_wall:.2f} s (medians); paired ratio {result['ratio']:.3f}, "
           f"ratio of medians {result['ratio_of_medians']:.3f}, per token {result['ratio_per_token']:.3f}; "

@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from bench.provenance import provenance
 
 PROBLEMS = 16
 
@@ -113,7 +114,7 @@ def main() -> None:
         "ratio_of_medians": round(statistics.median(ray_s) / statistics.median(local_s), 3),
         "rounds": [[round(a, 2), round(b, 2)] for a, b in zip(local_s, ray_s)],
         "start_up_s": {"in_process": round(local_start, 1), "ray": round(ray_start, 1)},
-        "replica_killed_halfway": fault, "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "replica_killed_halfway": fault, **provenance(),
     }
     print(f"\nin-process {summary['in_process_s']} s, ray {summary['ray_s']} s (medians of {args.repeats}); "
           f"ratio {summary['ratio']} (target <= 1.15)")

@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from bench.provenance import provenance
 
 QUICKSTART = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
 
@@ -60,7 +61,7 @@ def main() -> None:
     serial = statistics.median(w for n, w in rows if n == "one_at_a_time")
     result = {"bench": "recipe_throughput", "problems": 4 * args.per_level, "budget": args.budget,
               "repeats": args.repeats, "concurrent_wall_s": round(conc, 3), "one_at_a_time_wall_s": round(serial, 3),
-              "speedup": round(serial / conc, 3), "machine": f"{platform.machine()} {os.cpu_count()} cpus"}
+              "speedup": round(serial / conc, 3), **provenance()}
     print(f"\nconcurrent {conc:.1f} s vs one at a time {serial:.1f} s: speedup {result['speedup']:.2f}x")
     print(json.dumps(result))
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
+
+from bench.provenance import provenance
 
 N, M = 8, 4
 OPTIONS = dict(n=N, beam_width=M, max_tokens=256, max_step_tokens=64, max_steps=4, temperature=0.8)
@@ -77,7 +78,7 @@ def main() -> None:
         "prefix_cache_hit_rate": round(hit_rate, 4), "continuation_requests": len(cont),
         "prompt_tokens_per_generated_token": round(prompt_per_gen, 3),
         "uncached_prompt_tokens_per_generated_token": round(uncached_per_gen, 3),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        **provenance(),
     }
     print(f"\nspeedup {result['speedup']:.2f}x; prefix-cache hit rate on continuations {hit_rate:.1%}; "
           f"{prompt_per_gen:.2f} prompt tokens per generated token ({uncached_per_gen:.2f} uncached)")
