@@ -29,9 +29,9 @@ from pydantic import Field, field_validator, model_validator
 
 from ttc.core.config import StrictModel
 from ttc.core.errors import ConfigError, VerifierError
-from ttc.core.plugins import Scorer, ScoreResult
+from ttc.core.plugins import ScoreResult
 from ttc.core.types import Problem, Trajectory
-from workers.vllm_engine import count_parameters
+from verifiers.prm_base import PRMScorer
 
 # Tokenizations kept between estimate_tokens() and the score() call that follows it.
 _CACHE_SIZE = 256
@@ -87,15 +87,13 @@ def _looks_like_path(model: str) -> bool:
     return Path(model).is_absolute() or model.startswith(("./", "../", "~", ".\\", "..\\")) or model in (".", "..")
 
 
-class TransformersPRMScorer(Scorer):
+class TransformersPRMScorer(PRMScorer):
     """Per-step scores P(good) from a causal-LM PRM (Math-Shepherd / RLHFlow style)."""
-    runs_on_replicas = True
 
     name = "prm_transformers"
     Config = TransformersPRMConfig
 
     def __init__(self, config: TransformersPRMConfig):
-        self.config = config
         path = Path(config.model).expanduser()
         if path.is_dir():
             self._source = str(path)
@@ -103,8 +101,7 @@ class TransformersPRMScorer(Scorer):
             raise ConfigError(f"prm_transformers: model folder {config.model!r} does not exist or is not a folder")
         else:
             self._source = config.model  # a name, looked up in the local Hugging Face cache only (never downloaded)
-        self.model_name = config.model
-        self.num_parameters = count_parameters(self._source)  # from the safetensors headers; None for a name
+        super().__init__(config, self._source)
         self._tokenizer: Any = None
         self._model: Any = None
         self._device: Any = None

@@ -46,10 +46,11 @@ from typing import Sequence
 from pydantic import Field, model_validator
 
 from ttc.core.errors import VerifierError
-from ttc.core.plugins import Scorer, ScoreResult
+from ttc.core.plugins import ScoreResult
 from ttc.core.types import Problem, Trajectory
+from verifiers.prm_base import PRMScorer
 from workers.vllm_engine import (
-    CpuKVCacheGB, MaxModelLen, RequiredModel, VLLMEngineOptions, count_parameters, is_cpu_build,
+    CpuKVCacheGB, MaxModelLen, RequiredModel, VLLMEngineOptions, is_cpu_build,
     offline_for_local_folder, request_errors, start_engine,
 )
 
@@ -97,17 +98,14 @@ class VLLMPRMConfig(VLLMEngineOptions):
         return self
 
 
-class VLLMPRMScorer(Scorer):
+class VLLMPRMScorer(PRMScorer):
     """Per-step probabilities from a PRM on vLLM's pooling runner, every step of a batch in one pass."""
 
-    runs_on_replicas = True
     name = "prm_vllm"
     Config = VLLMPRMConfig
 
     def __init__(self, config: VLLMPRMConfig):
-        self.config = config
-        self.model_name = config.model
-        self.num_parameters = count_parameters(config.model)
+        super().__init__(config)
         self._cpu = is_cpu_build()
         self._tokenizer = None
         self._tag_id: int | None = None
