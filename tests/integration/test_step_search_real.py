@@ -30,4 +30,4 @@ def test_step_search_on_the_real_model(real_engine, strategy):
     # (Unless every first step already ended its trajectory: unseeded CPU sampling makes that rare, not
     # impossible.)
     if any(len(t.steps) > 1 for t in sol.candidates):
-        assert sol.usage.requests >= 2
+        assert sol.usage.requests >= 2 and sol.usage.cached_prompt_tokens > 0

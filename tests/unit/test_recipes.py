@@ -186,3 +186,18 @@ def test_pooled_budget_runs_auto_under_one_budget_per_configuration(tmp_path):
     assert all("budget_share" in x["metrics"] or x["metrics"]["decision"] == "stop_after_probe" for x in records)
     with pytest.raises(ConfigError, match="pooled_budget: true needs strategy 'auto'"):
         recipe(tmp_path, pooled_budget=True)
+
+
+def test_a_non_utf8_recipe_is_a_clear_error(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(byte 0xe9 at offset 9\)"):
+        load_recipe(path)
+
+
+def test_schema_and_component_problems_are_reported_in_one_round(tmp_path):
+    """A bad field of the recipe's own schema and a bad strategy option, both in the first error."""
+    with pytest.raises(ConfigError) as err:
+        recipe(tmp_path, max_concurrent_problems=0, strategy={"name": "best_of_n", "n": 0})
+    text = str(err.value)
+    assert "max_concurrent_problems" in text and "strategy.n" in text

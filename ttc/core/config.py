@@ -37,11 +37,16 @@ def _describe(err: dict[str, Any], model: type[BaseModel], prefix: str) -> str:
 
 
 def validate(model: type[M], data: dict[str, Any] | None, prefix: str = "") -> M:
-    """Build `model` from `data`, or raise one ConfigError naming every bad field and value."""
+    """Build `model` from `data`, or raise one ConfigError naming every bad field and value.
+
+    The error's `fields` holds the top-level fields that failed, so a caller can go on checking
+    the rest and report everything at once."""
     try:
         return model.model_validate(data or {})
     except ValidationError as exc:
-        raise ConfigError([_describe(e, model, prefix) for e in exc.errors()]) from None
+        error = ConfigError([_describe(e, model, prefix) for e in exc.errors()])
+        error.fields = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+        raise error from None
 
 
 def parse_assignments(pairs: list[str]) -> dict[str, Any]:

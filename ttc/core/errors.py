@@ -18,6 +18,8 @@ class ConfigError(TTCError, ValueError):
 
     def __init__(self, problems: str | list[str]):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
+        #: The top-level fields the problems are about, when a schema check knows them.
+        self.fields: set[str] = set()
         super().__init__("; ".join(self.problems))
 
 

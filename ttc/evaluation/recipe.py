@@ -191,7 +191,20 @@ def parse_recipe(data: Any, overrides: dict[str, Any] | None = None, source: str
             set_dotted(data, key, value)
         except (ValueError, IndexError, TypeError, AttributeError):
             raise ConfigError(f"override {key!r} does not fit the recipe's structure") from None
-    recipe = validate(Recipe, data)
+    try:
+        recipe = validate(Recipe, data)
+    except ConfigError as exc:
+        # Report the components' problems too, in the same round: check what did validate, with
+        # neutral stand-ins for the fields that did not.
+        problems = list(exc.problems)
+        stand_ins = {"strategy": [], "budget": 1 << 40, "dataset": {"source": "arithmetic"}}
+        partial = {k: v for k, v in data.items() if k not in exc.fields}
+        partial.update({k: v for k, v in stand_ins.items() if k in exc.fields or k not in partial})
+        try:
+            problems += [p for p in _check_components(validate(Recipe, partial)) if p not in problems]
+        except ConfigError:
+            pass  # nothing more can be checked
+        raise ConfigError(problems) from None
     problems = _check_components(recipe)
     if problems:
         raise ConfigError(problems)
@@ -203,7 +216,10 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     if not path.is_file():
         raise ConfigError(f"recipe file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                          "save the recipe as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
