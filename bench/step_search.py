@@ -6,13 +6,16 @@ and once one problem at a time, on one started engine. The scorer is the oracle
 prompt tokens per generated token — not search quality. Prints a table and, as
 its last line, one JSON object with both wall times, `speedup`,
 `prefix_cache_hit_rate` (cached / prompt tokens over step continuations) and
-`prompt_tokens_per_generated_token`.
+`prompt_tokens_per_generated_token`; then the same search with self-evaluation as the
+scorer, whose judge prompts count too (`self_eval_prompt_tokens_per_generated_token`,
+and its `uncached` twin: what was computed; target <= 3).
 
     python -m bench.step_search [--block-size 16] [--problems 16]
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import time
@@ -40,14 +43,15 @@ def main() -> None:
     gen = engine._generator
     roots = {gen.render_prompt(engine_problem) for engine_problem in
              [p.__class__(p.prompt, p.id, p.reference, engine.config.system_prompt) for p in problems]}
-    log: list[tuple[bool, int, int, int]] = []  # (continuation?, prompt, cached, generated)
+    log: list[tuple[bool, int, int, int, bool]] = []  # (continuation?, prompt, cached, generated, judge?)
     real_generate = gen.generate
 
     async def recording_generate(requests):
         results = await real_generate(requests)
         for req, res in zip(requests, results):
+            judge = req.params.max_tokens == 1 and req.params.logprobs is not None  # self_eval's question
             log.append((req.prompt not in roots, res.prompt_tokens, res.cached_prompt_tokens,
-                        sum(c.num_tokens for c in res.completions)))
+                        sum(c.num_tokens for c in res.completions), judge))
         return results
 
     gen.generate = recording_generate
@@ -69,6 +73,22 @@ def main() -> None:
         engine.solve(p, 10**6, "beam_search", **OPTIONS)
     serial = time.perf_counter() - t
     print(f"one at a time {serial:7.2f} s", flush=True)
+
+    # The same search scored by self-evaluation: its judge prompts are prompt tokens too. Per token the
+    # policy generated, how many prompt tokens were sent, and how many were computed (not cached).
+    log.clear()
+
+    async def self_evaluated():
+        return await asyncio.gather(*(engine.asolve(p, 10**6, "beam_search", verifier="self_eval", **OPTIONS)
+                                      for p in problems))
+
+    t = time.perf_counter()
+    asyncio.run(self_evaluated())
+    judged_wall = time.perf_counter() - t
+    policy_generated = max(1, sum(r[3] for r in log if not r[4]))
+    judged_prompt_per_gen = sum(r[1] for r in log) / policy_generated
+    judged_uncached_per_gen = sum(r[1] - r[2] for r in log) / policy_generated
+    print(f"self_eval    {judged_wall:7.2f} s  {len(log)} requests ({sum(r[4] for r in log)} judgements)", flush=True)
     engine.close()
 
     result = {
@@ -78,10 +98,14 @@ def main() -> None:
         "prefix_cache_hit_rate": round(hit_rate, 4), "continuation_requests": len(cont),
         "prompt_tokens_per_generated_token": round(prompt_per_gen, 3),
         "uncached_prompt_tokens_per_generated_token": round(uncached_per_gen, 3),
+        "self_eval_wall_s": round(judged_wall, 3),
+        "self_eval_prompt_tokens_per_generated_token": round(judged_prompt_per_gen, 3),
+        "self_eval_uncached_prompt_tokens_per_generated_token": round(judged_uncached_per_gen, 3),
         **provenance(),
     }
     print(f"\nspeedup {result['speedup']:.2f}x; prefix-cache hit rate on continuations {hit_rate:.1%}; "
-          f"{prompt_per_gen:.2f} prompt tokens per generated token ({uncached_per_gen:.2f} uncached)")
+          f"{prompt_per_gen:.2f} prompt tokens per generated token ({uncached_per_gen:.2f} uncached); with "
+          f"self_eval {judged_prompt_per_gen:.2f} ({judged_uncached_per_gen:.2f} uncached)")
     print(json.dumps(result))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import OrderedDict
-from typing import Sequence
+from typing import Literal, Sequence
 
 from pydantic import Field
 
@@ -31,6 +31,10 @@ class SelfEvalConfig(StrictModel):
 
     question: str = Field("Is the last step above correct? Answer Yes or No.",
                           min_length=1, description="Question asked after the solution so far.")
+    context: Literal["path", "separate"] = Field(
+        "path", description="'path': the question follows the trajectory in the policy's own context, so "
+                            "the prefix cache serves the problem and the steps and only the question is "
+                            "computed; 'separate': a new conversation that quotes the problem and the steps.")
     yes: list[str] = Field(default_factory=lambda: ["yes"], min_length=1,
                            description="Answer tokens meaning yes (compared stripped, lower-case).")
     no: list[str] = Field(default_factory=lambda: ["no"], min_length=1,
@@ -60,11 +64,19 @@ class SelfEvalScorer(Scorer):
     def _question(self, problem: Problem, prefix: str) -> Problem:
         return Problem(prompt=f"Problem: {problem.prompt}\n\nSolution so far:\n{prefix.rstrip()}\n\n{self.config.question}")
 
+    def _on_path(self, rendered_problem: str, prefix: str) -> str:
+        """The judge's prompt as a continuation of the trajectory: what generation already sent, then the question."""
+        return rendered_problem + prefix + ("" if prefix.endswith("\n") else "\n\n") + self.config.question + "\n"
+
     def _prompt(self, problem: Problem, prefix: str) -> str:
+        if self.config.context == "path":
+            return self._on_path(self.generator.render_prompt(problem), prefix)
         return self.generator.render_prompt(self._question(problem, prefix))
 
     async def _aprompt(self, problem: Problem, prefix: str) -> str:
         # Async: with a replica pool as the policy, rendering is a remote call that must not block the loop.
+        if self.config.context == "path":
+            return self._on_path(await self.generator.arender_prompt(problem), prefix)
         return await self.generator.arender_prompt(self._question(problem, prefix))
 
     @staticmethod
