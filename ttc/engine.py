@@ -180,7 +180,7 @@ class Engine:
             ledger = Ledger(budget, num_parameters=generator.num_parameters)
             ctx = SearchContext(problem, await generator.arender_prompt(problem), generator, ledger, scorer,
                                 seed=self.config.seed if seed is None else seed)
-            ctx.shared_budget, ctx.shared_key = shared, shared_key
+            ctx.shared_budget, ctx.shared_key, ctx.slot = shared, shared_key, self._problem_slots
             try:
                 outcome = await strat.run(ctx)
             except (ConfigError, BudgetError):
@@ -244,7 +244,7 @@ class Engine:
 
         Each problem first spends its entry (auto: the probe); confident ones stop there, and what
         the entries left is shared among the rest, so compute moves from easy prompts to hard ones.
-        Problems run in groups of at most `max_concurrent_problems`, each group with its share of the total.
+        At most `max_concurrent_problems` run at once, all under the one total.
         """
         prepared = [make_problem(p, None, self.config.system_prompt) for p in problems]
         if isinstance(total_budget, bool) or not isinstance(total_budget, int) or total_budget <= 0:
@@ -256,24 +256,21 @@ class Engine:
         if total_budget < entry * len(prepared):
             raise BudgetError(f"total_budget={total_budget} cannot pay for {len(prepared)} probes of "
                               f"{entry} tokens (probe_samples x max_tokens)")
-        size = self.config.max_concurrent_problems
-        results: list[Solution | TTCError] = []
-        for start in range(0, len(prepared), size):
-            group = prepared[start:start + size]
-            shared = SharedBudget(total_budget * len(group) // len(prepared), len(group))
+        # ONE budget for the whole batch: a problem waiting for its share gives its slot to the next
+        # problem's probe (SearchContext.wait_without_slot), so any number of problems can share it.
+        shared = SharedBudget(total_budget, len(prepared))
 
-            async def one(i: int, p: Problem):
-                coro = self._solve(p, entry, strategy, options, seed, None, shared, i)
-                try:
-                    result = await asyncio.wrap_future(self._submit(coro))
-                except TTCError as exc:
-                    result = exc
-                if on_done is not None:  # e.g. the recipe runner logs each problem as it finishes
-                    on_done(p, result)
-                return result
+        async def one(i: int, p: Problem):
+            coro = self._solve(p, entry, strategy, options, seed, None, shared, i)
+            try:
+                result = await asyncio.wrap_future(self._submit(coro))
+            except TTCError as exc:
+                result = exc
+            if on_done is not None:  # e.g. the recipe runner logs each problem as it finishes
+                on_done(p, result)
+            return result
 
-            results += await asyncio.gather(*(one(i, p) for i, p in enumerate(group)))
-        return results
+        return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prepared))))
 
     def solve_many(self, problems: Sequence[str | Problem], budget, strategy: str = DEFAULT_STRATEGY, *,
                    seed: int | None = None, **options: Any) -> list[Solution | TTCError]:

@@ -161,3 +161,19 @@ def test_api_solve_uses_given_engine():
         assert sol.strategy == "repeated_sampling" and "coverage" in sol.metrics
         sol2 = asyncio.run(api.asolve("q", 512, engine=e, max_tokens=64))
         assert sol2.strategy == "best_of_n"
+
+
+def test_a_pooled_batch_larger_than_the_slots_shares_one_budget():
+    """Seven problems, two slots: every probe runs, waiting problems give up their slot, and one
+    budget covers the whole batch (not one per group of max_concurrent_problems)."""
+    import asyncio
+
+    from ttc.testing import answer_script
+
+    gen = FakeGenerator(answer_script({"1": 0.5, "2": 0.5}, steps=2, words_per_step=3))
+    with Engine(generator=gen, max_concurrent_problems=2) as e:
+        sols = asyncio.run(asyncio.wait_for(
+            e.asolve_pooled([f"q{i}" for i in range(7)], 7 * 600, max_tokens=100, probe_samples=2), 60))
+    assert len(sols) == 7 and not any(isinstance(s, Exception) for s in sols)
+    assert sum(s.usage.generated_tokens for s in sols) <= 7 * 600
+    assert all("budget_share" in s.metrics for s in sols)  # all seven were members of the one shared budget

@@ -44,8 +44,21 @@ class SearchContext:
         self._node_ids = 0
         self.budget_limited = False
         #: Set when the problem is one of a batch sharing one budget (see ttc.core.shared_budget).
-        self.pool = None
-        self.pool_key: object = None
+        self.shared_budget = None
+        self.shared_key: object = None
+        #: The engine's slot this problem holds (at most max_concurrent_problems run at once), if any.
+        self.slot: asyncio.Semaphore | None = None
+
+    async def wait_without_slot(self, awaitable):
+        """Await what needs other problems to make progress first (a shared budget's split) without
+        holding this problem's slot, so a batch larger than the slots cannot wait on itself."""
+        if self.slot is None:
+            return await awaitable
+        self.slot.release()
+        try:
+            return await awaitable
+        finally:
+            await self.slot.acquire()
 
     # ---- tracing -------------------------------------------------------------------------------
     def record(self, event: str, **data: Any) -> None:
