@@ -7,10 +7,11 @@ confidence-weighted best-of-N (mean_logprob) at 128, 512, 1024 and 2048 tokens p
 (max_tokens 128, so 1, 4, 8 and 16 samples), plus the 4-sample probe. The allocator is
 fitted on the calibration set only. On the held-out set, every figure is an expected
 accuracy over the samples recorded for each problem (best-of-N at N: the mean over random
-N-subsets of that configuration's samples; auto: its probe, then its best-of-N continued on
-random orders of those samples, with its early stop), so one run's luck does not decide the
-comparison; auto's tokens include the probe. `auto` is also run for real on the held-out set
-(one run, at 1024 and 2048 tokens) to check that the simulation spends what auto spends.
+N-subsets of that configuration's samples; auto: the real strategy run on a replay of those
+samples, its probe's first, then those of the best-of-N it picks in random orders, with its
+early stop: `ttc.calibrate.AutoReplay`), so one run's luck does not decide the comparison;
+auto's tokens include the probe. `auto` is also run live on the held-out set (one run, at 1024
+and 2048 tokens) to check that a replay spends what fresh samples cost.
 Prints accuracy versus tokens for auto, the best fixed configuration and best-of-N majority,
 writes a plot, and, as its last line, one JSON object whose `compute_ratio` is the tokens
 auto needs over the tokens best-of-N majority needs to reach best-of-N majority's top
@@ -74,7 +75,7 @@ def main() -> None:
     os.environ.setdefault("TTC_HOME", str(Path(args.out).resolve() / "home"))
 
     from strategies.auto import allocator as A
-    from ttc.calibrate import (auto_points, calibrate, compare, grid_configs, outcomes_from_records, probe_recipe,
+    from ttc.calibrate import (AutoReplay, calibrate, compare, grid_configs, outcomes_from_records, probe_recipe,
                                probe_records, tokens_to_reach)
     from ttc.engine import Engine
     from ttc.evaluation.recipe import parse_recipe
@@ -88,9 +89,9 @@ def main() -> None:
     t0 = time.perf_counter()
     report = calibrate(calib, probe_samples=4, name="bench_allocator", progress=False, engine=engine)
     model = A.load(report["allocator"][-1])
-    run_recipe(probe_recipe(held, 4), engine=engine, progress=False, make_plots=False)
+    run_recipe(probe_recipe(held, model.probe_samples), engine=engine, progress=False, make_plots=False)
     run_recipe(held, engine=engine, progress=False, make_plots=False)
-    # auto itself, run for real on the held-out set: a check that the simulation spends what auto spends.
+    # auto run live on the held-out set: a check that its replay spends what fresh samples cost.
     live_recipe = parse_recipe(live_data(report["allocator"][-1], args.per_level, out))
     run_recipe(live_recipe, engine=engine, progress=False, make_plots=False)
     engine.close()
@@ -101,11 +102,13 @@ def main() -> None:
     configs = grid_configs(held)
     probes = probe_records(records, configs)
     outcomes = outcomes_from_records(records, probes, configs)
-    table = {(o.problem_id, o.config, o.budget): o for o in outcomes}
     ids = sorted(probes)
-    auto = auto_points(model, ids, probes, table, sorted({o.budget for o in outcomes}), max_tokens=MAX_TOKENS)
+    replay = AutoReplay(probes, outcomes, max_tokens=MAX_TOKENS)
+    t1 = time.perf_counter()
+    auto = replay.points([(model, ids)])
+    replay_s = time.perf_counter() - t1
     result = compare(auto, outcomes, configs, ids, "majority")
-    interval = bootstrap_ratio(model, ids, probes, outcomes, configs, table)
+    interval = bootstrap_ratio(replay, model, ids, outcomes, configs)
     need_live = tokens_to_reach(live, result["best_of_n_top"]["accuracy"])
     live_ratio = None if need_live is None else need_live / result["best_of_n_top"]["tokens"]
 
@@ -122,11 +125,7 @@ def main() -> None:
             ("best-of-N majority", result["best_of_n_majority"]["curve"])]
     for name, curve in rows:
         print(f"  {name:<28} " + "  ".join(f"{p['accuracy']:.1%}@{p['tokens']:.0f}" for p in curve))
-    decisions = defaultdict(int)
-    for pid in ids:
-        p = probes[pid]
-        d = model.decide(p.features, 2048, probe_tokens=p.tokens, probe_budget=p.budget)
-        decisions["stop_after_probe" if p.features.agreement >= 1.0 else f"{d.label}@{d.budget}"] += 1
+    decisions = replay.decisions(model, ids, 2048)
     plot(rows, out / "allocator.png")
     summary = {
         "bench": "allocator", "calibration_problems": model.data.get("problems"), "held_out_problems": len(ids),
@@ -136,7 +135,7 @@ def main() -> None:
         "settings_tried": report["settings_tried"],
         "auto_live": live, "compute_ratio_live": live_ratio,
         "compute_ratio": result["compute_ratio"], "compute_ratio_90pct_interval": interval,
-        "decisions_at_2048": dict(decisions),
+        "decisions_at_2048": dict(decisions), "auto_replay_runs": replay.runs, "auto_replay_s": round(replay_s, 1),
         "wall_s": round(wall, 1), "plot": str(out / "allocator.png"),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
     }
@@ -146,20 +145,19 @@ def main() -> None:
     print(json.dumps(summary))
 
 
-def bootstrap_ratio(model, ids, probes, outcomes, configs, table, rounds: int = 200, seed: int = 0) -> list:
+def bootstrap_ratio(replay, model, ids, outcomes, configs, rounds: int = 200, seed: int = 0) -> list:
     """5th and 95th percentiles of the compute ratio over resamples of the held-out problems (a
-    ratio that never reaches best-of-N's top counts as infinite, shown as None)."""
+    ratio that never reaches best-of-N's top counts as infinite, shown as None). auto's runs are
+    the replay's, already made for `ids`: a resample only counts them again."""
     import math
     import random
 
-    from ttc.calibrate import auto_points, compare
+    from ttc.calibrate import compare
 
     rng, ratios = random.Random(seed), []
-    budgets = sorted({o.budget for o in outcomes})
     for _ in range(rounds):
         sample = [rng.choice(ids) for _ in ids]
-        r = compare(auto_points(model, sample, probes, table, budgets, max_tokens=MAX_TOKENS), outcomes, configs,
-                    sample, "majority")["compute_ratio"]
+        r = compare(replay.points([(model, sample)]), outcomes, configs, sample, "majority")["compute_ratio"]
         ratios.append(math.inf if r is None else r)
     ratios.sort()
     pick = [ratios[int(0.05 * rounds)], ratios[int(0.95 * rounds) - 1]]

@@ -7,14 +7,17 @@ continues where it stopped. Evaluation is offline and cross-fitted: the
 allocator is fitted on all folds but one and judged on the held-out fold, next
 to the best single fixed configuration and best-of-N majority at the same
 budgets. Best-of-N is judged by its expected accuracy over the samples recorded
-for each problem, and `auto` is simulated as it runs (its probe, then a
-best-of-N in rounds with its early stop, on random orders of those samples): a
-prompt it stops after the probe is judged by the probe's majority answer at the
-probe's cost, and otherwise its tokens are the probe's plus what it drew, so the
-probe's cost is never hidden. Other strategies are judged by their recorded run.
+for each problem (the one selection rule of `ttc.core.selection` over random
+N-subsets). `auto` is judged by running it: the real strategy, following the
+fold's allocator, over a replay of the recorded samples (`AutoReplay`): its
+probe gets the probe's samples, and a best-of-N it picks gets that
+configuration's samples in random orders, so its decisions, rounds, early stops
+and what they cost are auto's own; its tokens include the probe's. Other
+strategies are judged by their recorded run.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import random
@@ -23,21 +26,47 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+from pydantic import Field
+
 from strategies.auto import allocator as A
-from ttc.core.errors import ConfigError
+from strategies.auto.strategy import DEFAULT_PROBE_SAMPLES
+from ttc.core.budget import Budget, Ledger
+from ttc.core.config import StrictModel, validate
+from ttc.core.context import SearchContext
+from ttc.core.errors import BudgetError, ConfigError
+from ttc.core.registry import build
+from ttc.core import selection  # the one rule, looked up at each use
+from ttc.core.types import Problem
 from ttc.evaluation.recipe import Recipe
 from ttc.evaluation.runner import run_recipe
+from verifiers.replay import ReplayScorer
+from workers.replay import ReplayGenerator, ReplaySample
 
 PROBE_LABEL = "probe"
+
+
+class CalibrationConfig(StrictModel):
+    """The options of a calibration (`calibrate()` and `ttc calibrate`): each declared once, with its bounds."""
+
+    probe_samples: int = Field(DEFAULT_PROBE_SAMPLES, ge=1, le=64, description="Samples in the difficulty probe.")
+    n_bins: int = Field(3, ge=1, description="Difficulty bins, cut at quantiles of predicted pass@1.")
+    folds: int = Field(4, ge=2, description="Cross-fitting folds, for choosing the settings and for evaluate.")
+    price_per_1k_tokens: float | None = Field(
+        None, ge=0.0, description="For evaluate: judge auto at this price of compute; None = the calibrated one.")
+    stop_margin: int | None = Field(
+        None, ge=0, description="For evaluate: judge auto with this early-stop margin; None = the calibrated one.")
+    name: str | None = Field(None, description="Save as $TTC_HOME/allocators/NAME.json; None = the recipe's name.")
+    evaluate: bool = Field(False, description="Also compare auto with the fixed configurations (cross-fitted).")
 
 
 def probe_recipe(recipe: Recipe, probe_samples: int) -> Recipe:
     """The probe as a recipe of its own: `probe_samples` samples at the probe's budget.
 
     It writes into the same output folder (its label differs), so both runs resume together.
-    With a verifier the probe's samples are scored (best-of-N weighted over them), so a simulated
+    With a verifier the probe's samples are scored (best-of-N weighted over them), so a replayed
     weighted best-of-N can count them among its N as `auto` does; its answer is not used: auto
-    answers from the probe by majority, which the simulation recomputes from the samples.
+    answers from the probe by majority, which the replay of auto recomputes from the samples.
     """
     max_tokens = int(recipe.sampling.get("max_tokens", 256))
     strategy: dict[str, Any] = {"name": "repeated_sampling", "n": probe_samples, "label": PROBE_LABEL}
@@ -70,6 +99,7 @@ def pass1_from_records(records: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def grid_configs(recipe: Recipe) -> list[A.ConfigChoice]:
+    """The grid's configurations (the probe's own run left out), plus "stop after the probe"."""
     return [A.ConfigChoice(label=s.display(), strategy=s.name, options=recipe.strategy_options(s))
             for s in recipe.strategies if s.display() != PROBE_LABEL] + [A.PROBE_ONLY]
 
@@ -85,15 +115,15 @@ def outcomes_from_records(records: Sequence[dict[str, Any]], probes: dict[str, "
     run's right-or-wrong is a single coin flip; calibration decides on differences of a few
     points, which one flip per problem cannot show. Other strategies keep their recorded run.
     """
-    selection = {c.label: c.selection for c in configs}
+    rule_of = {c.label: c.selection for c in configs}
     grid = []
     for r in records:
         if r["strategy"] == PROBE_LABEL or r["correct"] is None:
             continue
         budget = int(r["budget"]["generated_tokens"])
         pool = probes[r["id"]].more.get(r["strategy"]) if r["id"] in probes else None
-        if pool and r["strategy"] in selection:
-            correct, tokens = expected_vote(pool, len(r["candidates"]), selection[r["strategy"]])
+        if pool and r["strategy"] in rule_of:
+            correct, tokens = expected_vote(pool, len(r["candidates"]), rule_of[r["strategy"]])
         else:
             correct, tokens = float(r["correct"]), float(r["usage"]["generated_tokens"])
         grid.append(A.Outcome(r["id"], r["strategy"], budget, correct, tokens))
@@ -103,16 +133,22 @@ def outcomes_from_records(records: Sequence[dict[str, Any]], probes: dict[str, "
     return grid + probe_outcomes
 
 
-# ------------------------------------------------ simulating auto on recorded samples
+# ------------------------------------------------------------------ recorded samples
 
 @dataclass(frozen=True)
 class Draw:
-    """One recorded sample as the simulation of `auto` sees it."""
+    """One recorded sample of a problem."""
 
     cluster: int  # its answer's equivalence class among the problem's samples (-1: no answer)
     correct: bool
     tokens: int
-    score: float | None = None
+    score: float | None = None  # its verifier score (the last step's), when it was scored
+    answer: str | None = None
+    finish_reason: str = "stop"
+
+    def replay(self) -> ReplaySample:
+        """The sample as a `ReplayGenerator` serves it again."""
+        return ReplaySample(self.answer, self.tokens, self.finish_reason, self.score)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -121,8 +157,8 @@ class ProbeRecord:
 
     A best-of-N that `auto` runs after the probe draws more samples of the same prompt with the
     same sampling settings; calibration has such samples already: every sample that configuration
-    drew at any budget (independent of the probe's). So auto is simulated on the probe's samples
-    followed by those, in random orders (or as recorded), and its early stop with them.
+    drew at any budget (independent of the probe's). So auto is run on a replay of the probe's
+    samples followed by those, in random orders (`AutoReplay`).
     """
 
     features: A.ProbeFeatures
@@ -131,14 +167,14 @@ class ProbeRecord:
     correct: bool  # its majority answer was correct
     draws: list[Draw] = field(default_factory=list)
     more: dict[str, list[Draw]] = field(default_factory=dict)  # config label -> its samples at every budget
-    _simulated: dict = field(default_factory=dict, repr=False)  # simulate_best_of_n's results, by arguments
+    reference: str | None = None  # the problem's reference answer (a replayed run is judged against it)
+    prompt_tokens: int = 0  # what one request of this prompt paid for its prompt, as recorded
+    cached_prompt_tokens: int = 0
 
 
 def probe_records(records: Sequence[dict[str, Any]], configs: Sequence[A.ConfigChoice]) -> dict[str, ProbeRecord]:
     """Per problem: its probe, and every sample of each probe-reusing configuration (all budgets)."""
-    from ttc.core.answers import group_answers
-
-    # Simulated from samples: best-of-N whose scores are what results.jsonl keeps (the last step's).
+    # Replayable: best-of-N whose scores are what results.jsonl keeps (the last step's).
     reusing = {c.label for c in configs if c.reuses_probe and c.strategy != A.PROBE_ONLY_STRATEGY
                and (c.selection == "majority" or c.options.get("aggregation", "last") == "last")}
     probes: dict[str, dict] = {}
@@ -152,26 +188,28 @@ def probe_records(records: Sequence[dict[str, Any]], configs: Sequence[A.ConfigC
     for pid, probe in probes.items():
         ordered = [probe] + sorted(runs[pid], key=lambda r: (r["strategy"], -r["budget"]["generated_tokens"]))
         cands = [c for r in ordered for c in r["candidates"]]
-        cluster = [-1] * len(cands)
-        for k, members in enumerate(group_answers([c["answer"] for c in cands])):  # once per problem
-            for i in members:
-                cluster[i] = k
-        draws = [Draw(cluster[i], bool(c.get("correct")), int(c["num_tokens"]), c.get("score"))
-                 for i, c in enumerate(cands)]
+        cluster = selection.cluster_labels([c["answer"] for c in cands])  # once per problem
+        draws = [Draw(cluster[i], bool(c.get("correct")), int(c["num_tokens"]), c.get("score"), c["answer"],
+                      c["finish_reason"]) for i, c in enumerate(cands)]
         cut, per_label = len(probe["candidates"]), defaultdict(list)
         for r in ordered[1:]:
             per_label[r["strategy"]] += draws[cut:cut + len(r["candidates"])]
             cut += len(r["candidates"])
         probe_draws = draws[:len(probe["candidates"])]
+        usage = probe["usage"]
+        requests = max(1, int(usage.get("requests", 1)))
+        # auto's answer when it stops after the probe: the probe's majority
+        chosen = selection.pick([d.cluster for d in probe_draws], None, "majority")
         out[pid] = ProbeRecord(
-            features=A.probe_features(_trajectories(probe), prompt_tokens=int(probe["usage"].get("prompt_tokens", 0))),
-            tokens=float(probe["usage"]["generated_tokens"]), budget=int(probe["budget"]["generated_tokens"]),
-            # auto's answer when it stops after the probe: the probe's majority
-            correct=simulated_vote(probe_draws, "majority"), draws=probe_draws, more=dict(per_label))
+            features=A.probe_features(_trajectories(probe), prompt_tokens=int(usage.get("prompt_tokens", 0))),
+            tokens=float(usage["generated_tokens"]), budget=int(probe["budget"]["generated_tokens"]),
+            correct=chosen is not None and probe_draws[chosen].correct, draws=probe_draws, more=dict(per_label),
+            reference=probe.get("reference"), prompt_tokens=int(usage.get("prompt_tokens", 0)) // requests,
+            cached_prompt_tokens=int(usage.get("cached_prompt_tokens", 0)) // requests)
     return out
 
 
-#: Random orders of the recorded samples that a simulated best-of-N is averaged over.
+#: Random orders of the recorded samples that an expected accuracy is averaged over.
 ORDERINGS = 32
 
 
@@ -182,120 +220,225 @@ def _orders(n: int, orderings: int | None) -> list[list[int]]:
     return [random.Random(k).sample(range(n), n) for k in range(orderings)]
 
 
-def expected_vote(pool: Sequence[Draw], n: int, selection: str = "majority",
+def expected_vote(pool: Sequence[Draw], n: int, rule: str = "majority",
                   orderings: int | None = ORDERINGS) -> tuple[float, float]:
-    """Best-of-N over n of `pool`'s samples: (expected accuracy, expected tokens) over random subsets."""
+    """Best-of-N over n of `pool`'s samples, chosen by the one selection rule (`ttc.core.selection`):
+    (expected accuracy, expected tokens) over random n-subsets (None: the first n as recorded)."""
     n = min(n, len(pool))
-    results = [(simulated_vote([pool[i] for i in order[:n]], selection), sum(pool[i].tokens for i in order[:n]))
-               for order in _orders(len(pool), orderings if n < len(pool) else None)]
-    return sum(c for c, _ in results) / len(results), float(sum(t for _, t in results)) / len(results)
+    if n == 0:
+        return 0.0, 0.0
+    idx = np.array([order[:n] for order in _orders(len(pool), orderings if n < len(pool) else None)])
+    labels = np.array([d.cluster for d in pool])[idx]
+    scores = None
+    if rule != "majority":
+        scores = np.array([math.nan if d.score is None else d.score for d in pool], dtype=np.float64)[idx]
+    chosen = idx[np.arange(len(idx)), selection.pick_many(labels, scores, rule)]
+    correct = np.array([d.correct for d in pool], dtype=np.float64)
+    tokens = np.array([d.tokens for d in pool], dtype=np.float64)
+    return float(correct[chosen].mean()), float(tokens[idx].sum(axis=1).mean())
 
 
-def simulated_vote(draws: Sequence[Draw], selection: str = "majority") -> bool:
-    """Whether best-of-N over `draws` answers correctly (ties to the answer seen first, as in majority_vote)."""
-    if selection == "verifier":  # the best-scored sample, answered or not (ties to the first, as best_scored)
-        return bool(draws) and max(draws, key=lambda d: d.score if d.score is not None else -math.inf).correct
-    known = [d.score for d in draws if d.score is not None]
-    # A sample without a score (a probe recorded before probes were scored) weighs what an average one does.
-    neutral = sum(known) / len(known) if known else 1.0
-    totals: dict[int, float] = {}
-    first: dict[int, int] = {}
-    for i, d in enumerate(draws):
-        if d.cluster < 0:
-            continue
-        weight = (d.score if d.score is not None else neutral) if selection == "weighted" else 1.0
-        totals[d.cluster] = totals.get(d.cluster, 0.0) + weight
-        first.setdefault(d.cluster, i)
-    if not totals:
-        return False
-    winner = max(totals, key=lambda k: (totals[k], -first[k]))
-    return draws[first[winner]].correct
+# ------------------------------------------------------------ auto, run on replayed samples
+
+class _ReplayContext(SearchContext):
+    """A search context for a replay: CPU work (votes, answer equivalence) runs inline, since there
+    is no backend to keep busy meanwhile and a thread per vote would cost more than the vote."""
+
+    async def offload(self, fn, *args):
+        return fn(*args)
 
 
-def simulated_best_of_n(probe: ProbeRecord, label: str, more_samples: int, selection: str, stop_margin: int,
-                        orderings: int | None = ORDERINGS) -> tuple[float, float] | None:
-    """auto's best-of-N after the probe: `more_samples` more, in rounds of the probe's size, stopping
-    once the vote is settled (see `allocator.vote_settled`); (expected accuracy, expected tokens)
-    over random orders of the recorded samples (None: in the order recorded). None when the
-    samples were not recorded."""
-    if not probe.draws or label not in probe.more:
-        return None
-    key = (label, more_samples, selection, stop_margin, orderings)
-    if key not in probe._simulated:
-        pool = probe.more[label]
-        runs = [_best_of_n_run(probe.draws + [pool[i] for i in order[:more_samples]], len(probe.draws), selection,
-                               stop_margin) for order in _orders(len(pool), orderings)]
-        probe._simulated[key] = (sum(c for c, _ in runs) / len(runs), sum(t for _, t in runs) / len(runs))
-    return probe._simulated[key]
+@dataclass(frozen=True)
+class _Decided:
+    """What auto decided for one problem at one budget (from its trace), and its result when it stopped."""
+
+    decision: str  # "stop_after_probe" or "run"
+    config: str | None = None
+    sub_budget: int | None = None
+    result: tuple[float, float] | None = None  # (correct, tokens) of a stop after the probe
 
 
-def _best_of_n_run(seq: Sequence[Draw], start: int, selection: str, stop_margin: int) -> tuple[bool, float]:
-    """One simulated run: the first `start` samples, then rounds of `start` until settled or `seq` ends."""
-    n, step = start, max(1, start)
-    while n < len(seq):
-        counts: dict[int, int] = defaultdict(int)
-        for d in seq[:n]:
-            if d.cluster >= 0:
-                counts[d.cluster] += 1
-        if A.vote_settled(list(counts.values()), stop_margin):
-            break
-        n = min(n + step, len(seq))
-    used = seq[:n]
-    return simulated_vote(used, selection), float(sum(d.tokens for d in used))
+class AutoReplay:
+    """Judges `auto` by running it: the real strategy over a `ReplayGenerator` of each problem's samples.
 
+    For a problem, a budget and an allocator (a fold's, with a price and an early-stop margin),
+    auto runs once with only the probe's samples to serve: its trace says what it decided. A stop
+    after the probe is judged by that run. A best-of-N that counts the probe among its N, whose
+    configuration's samples were recorded, is run again for each of `orderings` random orders of
+    those samples, served after the probe's (the replayed runs must decide as the first did), and
+    judged by the mean correctness and generated tokens over the orders. Any other choice (a step
+    search: its steps were not recorded) is judged by its recorded run at the largest grid budget
+    within the budget auto gave it, plus the probe's tokens (a probe-reusing one costs at least the
+    probe). A budget that cannot pay for the probe gives no point, as auto refuses it.
 
-def _more_samples(d: A.Decision, probe: ProbeRecord, max_tokens: int) -> int:
-    """How many samples auto's best-of-N draws after the probe (as `Auto.run_best_of_n` counts them)."""
-    if "n" in d.config.options:
-        return max(0, int(d.config.options["n"]) - len(probe.draws))
-    return int(max(0.0, d.budget - probe.tokens) // int(d.config.options.get("max_tokens", max_tokens)))
-
-
-def auto_points(model: A.AllocatorModel, ids: Sequence[str], probes: dict[str, ProbeRecord], table: dict,
-                budgets: Sequence[int], *, max_tokens: int, confident_agreement: float = 1.0,
-                price_per_1k_tokens: float | None = None, stop_margin: int | None = None,
-                orderings: int | None = ORDERINGS) -> dict[int, list[tuple[float, float]]]:
-    """What `auto` would have done on `ids` at each budget: (accuracy, tokens), probe included.
-
-    The allocator may pick a smaller calibrated budget than the one given (when more compute
-    does not pay for prompts like this one). A best-of-N choice is simulated on recorded samples
-    as auto runs it (the probe's samples count among its N; it draws (budget - probe) //
-    max_tokens more, stopping early once the vote is settled), averaged over `orderings` random
-    orders of the recorded samples (None: as recorded); any other strategy is judged by
-    its recorded outcome at the chosen budget, plus the probe's cost. None for the price or the
-    margin means the allocator file's own.
+    Runs with identical inputs run once: the first kind per (problem, budget, allocator, price,
+    margin); the replays per (problem, budget, configuration chosen, budget given to it, margin,
+    order), since after its decision nothing else reaches auto's run. All runs of a call share one
+    event loop.
     """
-    margin = model.stop_margin if stop_margin is None else stop_margin
-    points: dict[int, list[tuple[bool, float]]] = defaultdict(list)
-    for pid in ids:
-        probe = probes[pid]
-        for b in budgets:
-            if b < probe.budget:
-                continue  # auto refuses a budget that cannot pay for its probe
-            if probe.features.agreement >= confident_agreement:
-                points[b].append((float(probe.correct), probe.tokens))
+
+    def __init__(self, probes: dict[str, ProbeRecord], outcomes: Sequence[A.Outcome], *, max_tokens: int,
+                 confident_agreement: float | None = None, orderings: int | None = ORDERINGS):
+        self.probes = probes
+        self.table = {(o.problem_id, o.config, o.budget): o for o in outcomes}
+        self.budgets = sorted({o.budget for o in outcomes})
+        self.max_tokens = max_tokens
+        self.confident_agreement = confident_agreement
+        self.orderings = orderings
+        self._order_cache: dict[int, list[list[int]]] = {}  # pool size -> the orders its samples are served in
+        self._strategies: dict[tuple, Any] = {}  # (id(model), price, margin) -> (model, auto)
+        self._decided: dict[tuple, _Decided | None] = {}
+        self._replayed: dict[tuple, tuple[float, float]] = {}
+        self._samples: dict[tuple[str, str | None], list[ReplaySample]] = {}
+        self.runs = 0  # how many times auto ran (for the bench's figures)
+
+    def _served(self, pid: str, label: str | None = None) -> list[ReplaySample]:
+        """The probe's samples (label None) or a configuration's, as a replay serves them (built once)."""
+        if (pid, label) not in self._samples:
+            probe = self.probes[pid]
+            self._samples[(pid, label)] = [d.replay() for d in (probe.draws if label is None else probe.more[label])]
+        return self._samples[(pid, label)]
+
+    def _auto(self, model: A.AllocatorModel, price: float, margin: int):
+        key = (id(model), price, margin)
+        if key not in self._strategies:
+            options: dict[str, Any] = {"max_tokens": self.max_tokens, "price_per_1k_tokens": price,
+                                       "stop_margin": margin}
+            if self.confident_agreement is not None:
+                options["confident_agreement"] = self.confident_agreement
+            # The model is kept with it, so its id is not reused while this memo lives.
+            self._strategies[key] = (model, build("strategy", "auto", options).use_allocator(model))
+        return self._strategies[key][1]
+
+    async def _run(self, auto, pid: str, budget: int, samples: Sequence[ReplaySample]):
+        """One run of auto on `samples`, served in order: (outcome or None, its context, what it raised)."""
+        probe = self.probes[pid]
+        generator = ReplayGenerator(samples, prompt_tokens=probe.prompt_tokens,
+                                    cached_prompt_tokens=probe.cached_prompt_tokens)
+        problem = Problem(prompt=pid, id=pid, reference=probe.reference)
+        ctx = _ReplayContext(problem, generator.render_prompt(problem), generator,
+                             Ledger(Budget(generated_tokens=budget)), ReplayScorer(generator))
+        self.runs += 1
+        try:
+            return await auto.run(ctx), ctx, None
+        except Exception as exc:  # noqa: BLE001 - the caller decides whether it matters
+            return None, ctx, exc
+
+    async def _decide(self, auto, pid: str, budget: int) -> _Decided | None:
+        """Run auto with only the probe's samples to serve; what it decided (None: it refuses the budget)."""
+        try:
+            auto.check(Budget(generated_tokens=budget), True)
+        except BudgetError:
+            return None  # auto refuses a budget that cannot pay for its probe
+        outcome, ctx, error = await self._run(auto, pid, budget, self._served(pid))
+        event = next((e for e in ctx.trace if e["event"] == "auto"), None)
+        if event is not None and event["decision"] == "run":
+            # What the chosen configuration does with nothing more to serve (a step search may fail) is
+            # not judged: only the decision counts here.
+            return _Decided("run", event["config"], int(event["sub_budget"]))
+        if error is not None:
+            raise error
+        if event is None:
+            raise RuntimeError(f"auto recorded no decision on problem {pid!r}")
+        return _Decided(event["decision"], result=(_correct(outcome), float(ctx.ledger.usage.generated_tokens)))
+
+    async def _replay(self, auto, pid: str, budget: int, decided: _Decided,
+                      order: Sequence[int]) -> tuple[float, float]:
+        """auto on the probe's samples, then its chosen configuration's in `order`: (correct, tokens)."""
+        pool = self._served(pid, decided.config)
+        samples = self._served(pid) + [pool[i] for i in order]
+        outcome, ctx, error = await self._run(auto, pid, budget, samples)
+        if error is not None:
+            raise error
+        m = outcome.metrics
+        if (m.get("decision"), m.get("config"), m.get("sub_budget")) != ("run", decided.config, decided.sub_budget):
+            raise RuntimeError(f"auto decided otherwise on a replay of problem {pid!r}: {m.get('decision')} "
+                               f"{m.get('config')} {m.get('sub_budget')}, not {decided}")
+        return _correct(outcome), float(ctx.ledger.usage.generated_tokens)
+
+    def _orders_of(self, pid: str, label: str) -> list[list[int]]:
+        """The orders a configuration's samples of a problem are served in after the probe's."""
+        n = len(self.probes[pid].more[label])
+        if n not in self._order_cache:
+            self._order_cache[n] = _orders(n, self.orderings)
+        return self._order_cache[n]
+
+    def points(self, jobs: Sequence[tuple[A.AllocatorModel, Sequence[str]]], *,
+               price_per_1k_tokens: float | None = None,
+               stop_margin: int | None = None) -> dict[int, list[tuple[float, float]]]:
+        """What auto does at each grid budget on each job's problems (an allocator and the problems it
+        is judged on; a problem may repeat, as in a bootstrap resample): (accuracy, generated tokens,
+        probe included) per problem. None for the price or the margin means the allocator's own."""
+        return asyncio.run(self._points(jobs, price_per_1k_tokens, stop_margin))
+
+    def decisions(self, model: A.AllocatorModel, ids: Sequence[str], budget: int, *,
+                  price_per_1k_tokens: float | None = None, stop_margin: int | None = None) -> Counter:
+        """How often auto, run with `model` at `budget`, stopped after the probe or ran each configuration
+        (as "LABEL@TOKENS", the budget it gave it) on `ids`."""
+        self.points([(model, ids)], price_per_1k_tokens=price_per_1k_tokens, stop_margin=stop_margin)
+        p = model.price_per_1k_tokens if price_per_1k_tokens is None else price_per_1k_tokens
+        m = model.stop_margin if stop_margin is None else stop_margin
+        seen = [self._decided[(pid, budget, id(model), p, m)] for pid in ids]
+        return Counter("refused" if d is None else d.decision if d.decision != "run" else f"{d.config}@{d.sub_budget}"
+                       for d in seen)
+
+    async def _points(self, jobs, price, margin) -> dict[int, list[tuple[float, float]]]:
+        cases = []
+        for model, ids in jobs:
+            p = model.price_per_1k_tokens if price is None else price
+            m = model.stop_margin if margin is None else margin
+            auto = self._auto(model, p, m)
+            cases += [(model, auto, pid, b, (pid, b, id(model), p, m), m) for pid in ids for b in self.budgets]
+        todo = {key: (auto, pid, b) for _, auto, pid, b, key, _ in cases if key not in self._decided}
+        for key, decided in zip(todo, await asyncio.gather(*(self._decide(*v) for v in todo.values()))):
+            self._decided[key] = decided
+        replays = {}
+        for _, auto, pid, b, key, m in cases:
+            d = self._decided[key]
+            if d is None or d.decision != "run" or not self._replayable(pid, d.config):
                 continue
-            d = model.decide(probe.features, b, probe_tokens=probe.tokens, probe_budget=probe.budget,
-                             price_per_1k_tokens=price_per_1k_tokens)
-            if d.config.strategy == "probe_only":
-                points[b].append((float(probe.correct), probe.tokens))
-                continue
-            if d.config.reuses_probe:
-                simulated = simulated_best_of_n(probe, d.label, _more_samples(d, probe, max_tokens),
-                                                d.config.selection, margin, orderings)
-                if simulated is not None:
-                    points[b].append(simulated)
-                    continue
-            # A recorded run: the largest recorded budget within the chosen one (which may be interpolated).
-            recorded = [o for o in (table.get((pid, d.label, x)) for x in budgets if x <= d.budget) if o is not None]
-            if not recorded:
-                continue
-            o = recorded[-1]
-            # Without recorded samples, a probe-reusing run costs what the fixed configuration at
-            # this budget cost (its first samples are the probe's); other strategies pay both.
-            reuses_probe = d.config.reuses_probe
-            points[b].append((o.correct, max(o.tokens, probe.tokens) if reuses_probe else probe.tokens + o.tokens))
-    return points
+            for k, order in enumerate(self._orders_of(pid, d.config)):
+                rkey = (pid, b, d.config, d.sub_budget, m, k)
+                if rkey not in self._replayed:
+                    replays[rkey] = (auto, pid, b, d, order)
+        for rkey, result in zip(replays, await asyncio.gather(*(self._replay(*v) for v in replays.values()))):
+            self._replayed[rkey] = result
+        points: dict[int, list[tuple[float, float]]] = defaultdict(list)
+        for model, _, pid, b, key, m in cases:
+            point = self._point(model, pid, b, self._decided[key], m)
+            if point is not None:
+                points[b].append(point)
+        return points
+
+    def _replayable(self, pid: str, label: str | None) -> bool:
+        probe = self.probes[pid]
+        return bool(probe.draws) and bool(probe.more.get(label))
+
+    def _point(self, model, pid: str, budget: int, d: _Decided | None, margin: int) -> tuple[float, float] | None:
+        if d is None:
+            return None
+        if d.result is not None:
+            return d.result
+        if self._replayable(pid, d.config):
+            runs = [self._replayed[(pid, budget, d.config, d.sub_budget, margin, k)]
+                    for k in range(len(self._orders_of(pid, d.config)))]
+            return sum(c for c, _ in runs) / len(runs), sum(t for _, t in runs) / len(runs)
+        # A recorded run: the largest grid budget within the one auto gave the configuration.
+        probe = self.probes[pid]
+        reuses_probe = model.config(d.config).reuses_probe
+        given = d.sub_budget + (probe.tokens if reuses_probe else 0)  # a probe-reusing budget counts the probe
+        recorded = [o for o in (self.table.get((pid, d.config, x)) for x in self.budgets if x <= given)
+                    if o is not None]
+        if not recorded:
+            return None
+        o = recorded[-1]
+        # Without recorded samples, a probe-reusing run costs what the fixed configuration at this
+        # budget cost (its first samples are the probe's); other strategies pay both.
+        return o.correct, max(o.tokens, probe.tokens) if reuses_probe else probe.tokens + o.tokens
+
+
+def _correct(outcome) -> float:
+    return float(outcome.best is not None and bool(outcome.best.correct))
 
 
 def accuracy_curve(points: dict[int, list[tuple[float, float]]]) -> list[dict[str, float]]:
@@ -332,27 +475,28 @@ def compare(auto: dict[int, list], outcomes: Sequence[A.Outcome], configs: Seque
 
 
 def evaluate(probes: dict[str, ProbeRecord], outcomes: Sequence[A.Outcome], configs: Sequence[A.ConfigChoice], *,
-             probe_samples: int, max_tokens: int, folds: int = 4, n_bins: int = 3,
-             confident_agreement: float = 1.0, seed: int = 0, majority_label: str | None = None,
-             pass1: dict[str, float] | None = None, price_per_1k_tokens: float = 0.0,
-             stop_margin: int = 0) -> dict[str, Any]:
-    """Cross-fitted: each fold is judged by an allocator fitted on the other folds."""
+             probe_samples: int, max_tokens: int, folds: int, n_bins: int, price_per_1k_tokens: float,
+             stop_margin: int, seed: int = 0, majority_label: str | None = None,
+             pass1: dict[str, float] | None = None, confident_agreement: float | None = None,
+             replay: AutoReplay | None = None) -> dict[str, Any]:
+    """Cross-fitted: each fold is judged by running auto with an allocator fitted on the other folds.
+
+    `replay` keeps the runs of auto for reuse by later calls (choose_settings passes one to all);
+    without one, a replay is made here, with `confident_agreement` (None: auto's own default).
+    """
     ids = sorted(probes)
     random.Random(seed).shuffle(ids)
     fold_of = {pid: i % folds for i, pid in enumerate(ids)}
-    table = {(o.problem_id, o.config, o.budget): o for o in outcomes}
-    budgets = sorted({o.budget for o in outcomes})
-    auto: dict[int, list] = defaultdict(list)
+    if replay is None:
+        replay = AutoReplay(probes, outcomes, max_tokens=max_tokens, confident_agreement=confident_agreement)
+    jobs = []
     for k in range(folds):
         train = {p for p in ids if fold_of[p] != k}
         model = A.fit({p: probes[p].features for p in train}, [o for o in outcomes if o.problem_id in train],
                       configs, n_bins=n_bins, probe_samples=probe_samples,
                       pass1=None if pass1 is None else {p: v for p, v in pass1.items() if p in train})
-        held_out = [p for p in ids if fold_of[p] == k]
-        for b, pts in auto_points(model, held_out, probes, table, budgets, max_tokens=max_tokens,
-                                  confident_agreement=confident_agreement, price_per_1k_tokens=price_per_1k_tokens,
-                                  stop_margin=stop_margin).items():
-            auto[b].extend(pts)
+        jobs.append((model, [p for p in ids if fold_of[p] == k]))
+    auto = replay.points(jobs, price_per_1k_tokens=price_per_1k_tokens, stop_margin=stop_margin)
     return {"folds": folds, "price_per_1k_tokens": price_per_1k_tokens, "stop_margin": stop_margin,
             **compare(auto, outcomes, configs, ids, majority_label)}
 
@@ -380,11 +524,16 @@ def choose_settings(probes, outcomes, configs, *, majority_label: str | None,
     margin): the settings that give up least accuracy. Never reaching best-of-N's top accuracy
     counts as an infinite ratio, so settings that save tokens by losing accuracy are not chosen.
     Without best-of-N majority in the grid there is nothing to compare with: price 0, no early stop.
+    Every setting is judged with one `AutoReplay` (`kw["replay"]`, made here when absent), so the
+    runs of auto that settings share are made once.
     """
     if majority_label is None:
         return 0.0, 0, []
     gentle = sorted(((p, m) for p in prices for m in margins),
                     key=lambda pm: (pm[0], 0 if pm[1] == 0 else 1.0 / pm[1]))
+    if "replay" not in kw and "max_tokens" in kw:
+        kw["replay"] = AutoReplay(probes, outcomes, max_tokens=kw["max_tokens"],
+                                  confident_agreement=kw.get("confident_agreement"))
     tried = []
     for price, margin in gentle:
         ev = evaluate(probes, outcomes, configs, majority_label=majority_label, price_per_1k_tokens=price,
@@ -413,19 +562,21 @@ def tokens_to_reach(curve: Sequence[dict[str, float]], target: float) -> float |
     return None
 
 
-def calibrate(recipe: Recipe, *, probe_samples: int = 4, n_bins: int = 3, name: str | None = None,
-              run_evaluation: bool = False, folds: int = 4, progress: bool = True, engine=None,
-              price_per_1k_tokens: float | None = None, stop_margin: int | None = None) -> dict[str, Any]:
+def calibrate(recipe: Recipe, config: CalibrationConfig | None = None, *, progress: bool = True, engine=None,
+              **options: Any) -> dict[str, Any]:
     """Run the grid (resumable), fit and save the allocator, optionally evaluate auto offline.
 
-    `price_per_1k_tokens` and `stop_margin`, when given, are what `--evaluate` judges instead
+    `options` are `CalibrationConfig` fields, over `config`'s (every bad one reported at once).
+    Its `price_per_1k_tokens` and `stop_margin`, when given, are what `evaluate` judges instead
     of the calibrated ones (the allocator file always carries the calibrated ones).
     """
+    given = config.model_dump(exclude_unset=True) if config is not None else {}
+    config = validate(CalibrationConfig, {**given, **options}, prefix="calibrate")
     if any(b.generated_tokens is None for b in recipe.budgets):
         raise ConfigError("calibration budgets must be generated-token budgets (ints)")
     if any(s.display() == PROBE_LABEL for s in recipe.strategies):
         raise ConfigError(f"strategy label {PROBE_LABEL!r} is reserved for the calibration probe")
-    run_recipe(probe_recipe(recipe, probe_samples), progress=progress, make_plots=False, engine=engine)
+    run_recipe(probe_recipe(recipe, config.probe_samples), progress=progress, make_plots=False, engine=engine)
     run_recipe(recipe, progress=progress, make_plots=False, engine=engine)
     out = recipe.output_dir()
     records = _records(out)
@@ -438,22 +589,25 @@ def calibrate(recipe: Recipe, *, probe_samples: int = 4, n_bins: int = 3, name: 
             "outcomes": len(outcomes)}
     pass1 = pass1_from_records(records)
     majority = majority_label(configs)
-    common = dict(probe_samples=probe_samples, max_tokens=int(recipe.sampling.get("max_tokens", 256)), folds=folds,
-                  n_bins=n_bins, pass1=pass1)
+    max_tokens = int(recipe.sampling.get("max_tokens", 256))
+    replay = AutoReplay(probes, outcomes, max_tokens=max_tokens)
+    common = dict(probe_samples=config.probe_samples, max_tokens=max_tokens, folds=config.folds,
+                  n_bins=config.n_bins, pass1=pass1, replay=replay)
     price, margin, tried = choose_settings(probes, outcomes, configs, majority_label=majority, **common)
-    model = A.fit(feats, outcomes, configs, n_bins=n_bins, probe_samples=probe_samples, data=data, pass1=pass1)
+    model = A.fit(feats, outcomes, configs, n_bins=config.n_bins, probe_samples=config.probe_samples, data=data,
+                  pass1=pass1)
     model = model.model_copy(update={"price_per_1k_tokens": price, "stop_margin": margin})
-    saved = [A.save(model, out / "allocator.json"), A.save(model, A.allocator_path(name or recipe.name))]
+    saved = [A.save(model, out / "allocator.json"), A.save(model, A.allocator_path(config.name or recipe.name))]
     report: dict[str, Any] = {"allocator": [str(p) for p in saved], "bins": [
         {"problems": b.problems, "best": b.best} for b in model.bins], "edges": model.edges,
         "price_per_1k_tokens": price, "stop_margin": margin, "settings_tried": tried}
-    if run_evaluation:
+    if config.evaluate:
         # Judged at the chosen settings (a little optimistic: they were picked on these folds;
         # bench/allocator.py judges on a separate held-out set).
         report["evaluation"] = evaluate(
             probes, outcomes, configs, majority_label=majority,
-            price_per_1k_tokens=price if price_per_1k_tokens is None else price_per_1k_tokens,
-            stop_margin=margin if stop_margin is None else stop_margin, **common)
+            price_per_1k_tokens=price if config.price_per_1k_tokens is None else config.price_per_1k_tokens,
+            stop_margin=margin if config.stop_margin is None else config.stop_margin, **common)
     (out / "calibration.json").write_text(json.dumps(report, indent=1))
     return report
 

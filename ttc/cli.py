@@ -31,6 +31,41 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+#: `ttc calibrate`'s flags: the `ttc.calibrate.CalibrationConfig` field each sets, its type and metavar.
+CALIBRATE_FLAGS = (("--probe-samples", "probe_samples", int, "N"), ("--bins", "n_bins", int, "N"),
+                   ("--folds", "folds", int, "K"), ("--price", "price_per_1k_tokens", float, "P"),
+                   ("--stop-margin", "stop_margin", int, "M"), ("--name", "name", str, "NAME"))
+
+
+def _calibration_arguments(c: argparse.ArgumentParser) -> None:
+    """The calibrate flags, with their defaults and help from CalibrationConfig's fields (one source)."""
+    from ttc.calibrate import CalibrationConfig
+
+    fields = CalibrationConfig.model_fields
+    c.add_argument("--evaluate", action="store_true", default=fields["evaluate"].default,
+                   help=fields["evaluate"].description)
+    for flag, name, kind, metavar in CALIBRATE_FLAGS:
+        info = fields[name]
+        text = info.description if info.default is None else f"{info.description} (default: {info.default})"
+        c.add_argument(flag, dest=name, type=kind, default=info.default, metavar=metavar, help=text)
+
+
+def _calibration_config(args):
+    """The validated CalibrationConfig of the parsed flags; a bad value is a ConfigError naming its flag."""
+    from ttc.calibrate import CalibrationConfig
+    from ttc.core.config import validate
+
+    names = {name: flag for flag, name, _, _ in CALIBRATE_FLAGS}
+    try:
+        return validate(CalibrationConfig, {name: getattr(args, name) for name in [*names, "evaluate"]})
+    except ConfigError as exc:
+        problems = []
+        for problem in exc.problems:
+            name, sep, rest = problem.partition(":")
+            problems.append(f"{names[name]} ({name}):{rest}" if sep and name in names else problem)
+        raise ConfigError(problems) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ttc", description="Test-time compute orchestration.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -61,15 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("calibrate", help="run a strategy x budget grid, fit an allocator for strategy=auto")
     c.add_argument("recipe", help="recipe whose strategies x budgets form the grid, on a calibration dataset")
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
-    c.add_argument("--evaluate", action="store_true", help="also compare auto with fixed strategies (cross-fitted)")
-    c.add_argument("--name", help="save as $TTC_HOME/allocators/NAME.json (default: the recipe's name)")
-    c.add_argument("--probe-samples", type=int, default=4, help="samples in the difficulty probe (default 4)")
-    c.add_argument("--bins", type=int, default=3, help="difficulty bins (default 3)")
-    c.add_argument("--folds", type=int, default=4, help="cross-fitting folds for --evaluate (default 4)")
-    c.add_argument("--price", type=float, default=None, metavar="P",
-                   help="for --evaluate: judge auto at this price_per_1k_tokens instead of the calibrated one")
-    c.add_argument("--stop-margin", type=int, default=None, metavar="M",
-                   help="for --evaluate: judge auto with this early-stop margin instead of the calibrated one")
+    _calibration_arguments(c)
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     address_help = "Ray job server (dashboard) URL; default $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265"
@@ -219,15 +246,9 @@ def cmd_calibrate(args) -> int:
     from ttc.core.config import parse_assignments
     from ttc.evaluation.recipe import load_recipe
 
-    for name, value, low in (("--probe-samples", args.probe_samples, 1), ("--bins", args.bins, 1),
-                             ("--folds", args.folds, 2), ("--price", args.price, 0.0),
-                             ("--stop-margin", args.stop_margin, 0)):
-        if value is not None and value < low:
-            raise ConfigError(f"{name} must be at least {low}, got {value}")
+    config = _calibration_config(args)  # bad values are refused before anything is read or run
     recipe = load_recipe(args.recipe, parse_assignments(args.overrides))
-    report = calibrate(recipe, probe_samples=args.probe_samples, n_bins=args.bins, name=args.name,
-                       run_evaluation=args.evaluate, folds=args.folds, progress=not args.no_progress,
-                       price_per_1k_tokens=args.price, stop_margin=args.stop_margin)
+    report = calibrate(recipe, config, progress=not args.no_progress)
     print(f"allocator: {report['allocator'][-1]} (also {report['allocator'][0]})")
     print(f"  difficulty bins on predicted pass@1, edges {[round(e, 3) for e in report['edges']]}; "
           f"cross-fitted: price_per_1k_tokens={report['price_per_1k_tokens']}, stop_margin={report['stop_margin']}")

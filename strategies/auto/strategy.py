@@ -24,7 +24,8 @@ from typing import Any
 
 from pydantic import Field
 
-from strategies.auto.allocator import PROBE_ONLY_STRATEGY, ConfigChoice, Decision, probe_features, vote_settled
+from strategies.auto.allocator import (PROBE_ONLY_STRATEGY, AllocatorModel, ConfigChoice, Decision, probe_features,
+                                       vote_settled)
 from strategies.base import Outcome, Strategy
 from ttc.core.answers import group_answers
 from ttc.core.budget import Budget
@@ -70,10 +71,16 @@ class Auto(Strategy):
         if self.config.allocator is not None:
             from strategies.auto.allocator import load
 
-            self._model = load(self.config.allocator)
-            if "probe_samples" not in self.config.model_fields_set:
-                # The probe the bins were fitted on (its features, and the rounds the early stop was tuned for).
-                self.config = self.config.model_copy(update={"probe_samples": self._model.probe_samples})
+            self.use_allocator(load(self.config.allocator))
+
+    def use_allocator(self, model: AllocatorModel) -> "Auto":
+        """Follow an allocator already in memory, as the `allocator` option follows a file's (calibration
+        hands each fold's fitted model to the real strategy this way). Returns self."""
+        self._model = model
+        if "probe_samples" not in self.config.model_fields_set:
+            # The probe the bins were fitted on (its features, and the rounds the early stop was tuned for).
+            self.config = self.config.model_copy(update={"probe_samples": model.probe_samples})
+        return self
 
     def shared_budget_entry(self) -> int:
         """A problem of a batch sharing one budget first pays for its probe."""
@@ -107,7 +114,7 @@ class Auto(Strategy):
             # Batch mode: easy prompts hand back what they did not spend; hard ones share it.
             shared.report(ctx.shared_key, ctx.ledger.usage.generated_tokens,
                           hard=features.agreement < c.confident_agreement)
-            share = await shared.share(ctx.shared_key)
+            share = await ctx.wait_without_slot(shared.share(ctx.shared_key))
             shared.grant(ctx.ledger, share)
             ctx.record("budget_share", tokens=share)
             metrics["budget_share"] = share

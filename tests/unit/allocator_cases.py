@@ -40,20 +40,38 @@ def hopeless_and_medium(per_group=20):
     return feats, outcomes
 
 
-def probes_without_samples(feats, outcomes):
-    """Probe records as calibration would build them, but without recorded samples (so auto's
-    choices are judged by the recorded outcomes)."""
+def probe_record(draws, more=None, *, reference="0", budget=512, prompt_tokens=0):
+    """A probe record as calibration builds it: its samples' features, cost and majority answer."""
     from ttc.calibrate import ProbeRecord
+    from ttc.core.selection import pick
+    from ttc.core.types import Trajectory
 
-    return {pid: ProbeRecord(features=f, tokens=320.0, budget=512, correct=next(
-        o.correct for o in outcomes if o.problem_id == pid and o.config == A.PROBE_ONLY.label)) for pid, f in feats.items()}
+    features = A.probe_features([Trajectory([], d.tokens, d.finish_reason, answer=d.answer) for d in draws],
+                                prompt_tokens=prompt_tokens)
+    chosen = pick([d.cluster for d in draws], None, "majority")
+    return ProbeRecord(features=features, tokens=float(sum(d.tokens for d in draws)), budget=budget,
+                       correct=chosen is not None and draws[chosen].correct, draws=list(draws), more=dict(more or {}),
+                       reference=reference, prompt_tokens=prompt_tokens)
+
+
+def probes_without_pools(feats, outcomes):
+    """Probe records for `hopeless_and_medium`: four 80-token samples agreeing as the features say,
+    their majority right where the "probe_only" outcome is, and no configuration's samples (so
+    auto's best-of-N choices are judged by the recorded outcomes)."""
+    out = {}
+    for pid, f in feats.items():
+        right = next(o.correct for o in outcomes if o.problem_id == pid and o.config == A.PROBE_ONLY.label)
+        lead = 0 if right else 1  # cluster 0 is the reference's answer
+        clusters = [lead, 2, 3, 4] if f.agreement == 0.25 else [lead, lead, lead, 2]
+        out[pid] = probe_record(draws(*[(c, c == 0, 80, None) for c in clusters]))
+    return out
 
 
 def draws(*spec):
-    """Draws from (cluster, correct, tokens, score) tuples."""
+    """Draws from (cluster, correct, tokens, score) tuples; a cluster's answer is its number (-1: none)."""
     from ttc.calibrate import Draw
 
-    return [Draw(*d) for d in spec]
+    return [Draw(*d, answer=str(d[0]) if d[0] >= 0 else None) for d in spec]
 
 
 def fake_engine(answers, **kw):

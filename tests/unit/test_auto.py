@@ -188,3 +188,28 @@ def test_auto_with_an_allocator_runs_under_a_budget_without_a_token_cap(tmp_path
 def test_bad_auto_options_are_refused_before_anything_is_spent(option, value, message):
     with fake_engine({"42": 1.0}) as e, pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         e.solve("q", 2000, "auto", max_tokens=100, **{option: value})
+
+
+def test_auto_follows_an_allocator_handed_over_in_memory_as_it_follows_a_file(tmp_path, monkeypatch):
+    import asyncio
+
+    from ttc.core.budget import Budget, Ledger
+    from ttc.core.context import SearchContext
+    from ttc.core.registry import build
+    from ttc.core.types import Problem
+
+    name = weighted_allocator(tmp_path, monkeypatch, probe_samples=2)
+    model = A.load(name)
+
+    def run(auto):
+        calls = iter(range(10**6))
+        gen = FakeGenerator(lambda prompt, rng: f"step\n\nThe answer is \\boxed{{{7 + 2 * (next(calls) % 2)}}}")
+        ctx = SearchContext(Problem("q"), "q", gen, Ledger(Budget(generated_tokens=1024)))
+        auto.check(Budget(generated_tokens=1024), False)
+        return asyncio.run(auto.run(ctx))
+
+    from_file, in_memory = (run(build("strategy", "auto", {"max_tokens": 128, "allocator": name})),
+                            run(build("strategy", "auto", {"max_tokens": 128}).use_allocator(model)))
+    assert len(in_memory.candidates) == len(from_file.candidates) == 2  # the allocator's probe size
+    # Without a verifier its only choice is to stop (the default, without an allocator, would run best-of-N).
+    assert in_memory.metrics == from_file.metrics and in_memory.metrics["reason"] == "allocator"
