@@ -24,10 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from bench.provenance import provenance
 
 MAX_TOKENS = 128
 
@@ -75,8 +76,8 @@ def main() -> None:
     os.environ.setdefault("TTC_HOME", str(Path(args.out).resolve() / "home"))
 
     from strategies.auto import allocator as A
-    from ttc.calibrate import (AutoReplay, calibrate, compare, grid_configs, outcomes_from_records, probe_recipe,
-                               probe_records, tokens_to_reach)
+    from ttc.calibrate import (AutoReplay, calibrate, compare, grid_configs, grid_records, outcomes_from_records,
+                               probe_recipe, probe_records, tokens_to_reach)
     from ttc.engine import Engine
     from ttc.evaluation.recipe import parse_recipe
     from ttc.evaluation.results import ResultsLog
@@ -98,7 +99,7 @@ def main() -> None:
     wall = time.perf_counter() - t0
     live = live_curve(ResultsLog(live_recipe.output_dir() / "results.jsonl").load())
 
-    records = ResultsLog(held.output_dir() / "results.jsonl").load()
+    records = grid_records(held.output_dir(), probe_recipe(held, model.probe_samples), held)
     configs = grid_configs(held)
     probes = probe_records(records, configs)
     outcomes = outcomes_from_records(records, probes, configs)
@@ -137,7 +138,7 @@ def main() -> None:
         "compute_ratio": result["compute_ratio"], "compute_ratio_90pct_interval": interval,
         "decisions_at_2048": dict(decisions), "auto_replay_runs": replay.runs, "auto_replay_s": round(replay_s, 1),
         "wall_s": round(wall, 1), "plot": str(out / "allocator.png"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        **provenance(),
     }
     print(f"\ncompute_ratio (auto tokens / best-of-N tokens at best-of-N's top accuracy "
           f"{result['best_of_n_top']['accuracy']:.1%}): {result['compute_ratio']}; 90% bootstrap interval over "

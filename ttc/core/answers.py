@@ -138,6 +138,7 @@ _LEFT_RIGHT = re.compile(r"\\(?:left|right)(?![A-Za-z])")
 _THOUSANDS = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 
 
+@functools.lru_cache(maxsize=65536)
 def _normalise(s: str) -> str:
     s = s.strip().replace("\u2212", "-").replace("\\$", "").replace("$", "")
     s = s.strip().removesuffix(".").strip()
