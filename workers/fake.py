@@ -62,6 +62,12 @@ class FakeGeneratorConfig(StrictModel):
     seed: int = Field(0, description="Seed of the scripted randomness.")
     latency_s: float = Field(0.0, ge=0.0, description="Simulated seconds per generate call.")
     fail_on_call: int | None = Field(None, ge=1, description="The generate call (1-based) that raises BackendError.")
+    fail_on_prompt: str | None = Field(
+        None, description="Every generate call holding a request whose prompt contains this text raises a "
+                          "BackendError that is not retryable (for tests of a failed batch and its siblings).")
+    fail_after_s: float = Field(
+        0.0, ge=0.0, description="Seconds a failing call (fail_on_call, fail_on_prompt) runs before it raises, so "
+                                 "it fails while its siblings are still running.")
     exit_on_call: int | None = Field(
         None, ge=1, description="The generate call (1-based) on which the whole process exits, as if killed "
                                 "(for fault tests on a cluster: run it only inside a replica).")
@@ -89,7 +95,8 @@ class FakeGenerator(Generator):
     def from_config(cls, config: FakeGeneratorConfig) -> "FakeGenerator":
         """The fake chosen by name (backend='fake'): an answer script plus its fault-injection options."""
         fake = cls(answer_script(config.answers), seed=config.seed, latency_s=config.latency_s,
-                   fail_on_call=config.fail_on_call)
+                   fail_on_call=config.fail_on_call, fail_on_prompt=config.fail_on_prompt,
+                   fail_after_s=config.fail_after_s)
         fake.exit_on_call, fake.exit_token = config.exit_on_call, config.exit_token
         fake.fail_start_token = config.fail_start_token
         return fake
@@ -100,14 +107,19 @@ class FakeGenerator(Generator):
             raise BackendError("fake backend failed to start (fail_start_token)", retryable=False)
 
     def __init__(self, script: TextScript | None = None, *, seed: int = 0, num_parameters: int | None = 1_000_000,
-                 latency_s: float = 0.0, fail_on_call: int | None = None, dies: bool = False):
+                 latency_s: float = 0.0, fail_on_call: int | None = None, dies: bool = False,
+                 fail_on_prompt: str | None = None, fail_after_s: float = 0.0):
         self.script = script or answer_script({"42": 0.6, "41": 0.3, "7": 0.1})
         self.seed = seed
         self.num_parameters = num_parameters
         self.latency_s = latency_s
         self.fail_on_call = fail_on_call  # 1-based generate() call that raises BackendError
         self.dies = dies  # after failing, every later call fails too (a dead engine)
+        self.fail_on_prompt = fail_on_prompt  # see FakeGeneratorConfig.fail_on_prompt
+        self.fail_after_s = fail_after_s  # see FakeGeneratorConfig.fail_after_s
         self.calls: list[list[GenerationRequest]] = []
+        #: Generate calls cancelled while they ran (a failed sibling, a time cap), so tests can see it.
+        self.cancelled = 0
         self.exit_on_call: int | None = None  # see FakeGeneratorConfig.exit_on_call
         self.exit_token: str | None = None
         self.fail_start_token: str | None = None  # see FakeGeneratorConfig.fail_start_token
@@ -162,15 +174,28 @@ class FakeGenerator(Generator):
         return GenerationResult(completions, len(words), self._cached_tokens(words))
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        """Scripted completions honouring n, stop, max_tokens and logprobs; records each call in `calls`."""
+        """Scripted completions honouring n, stop, max_tokens and logprobs; records each call in `calls`,
+        and counts in `cancelled` the calls cancelled while they ran."""
         self.calls.append(list(requests))
         call = len(self.calls)
         if call == self.exit_on_call and _claim(self.exit_token):
             os._exit(17)  # no clean-up, no exception: what a killed replica looks like to its pool
+        failure = None
         if self.fail_on_call is not None and (call == self.fail_on_call or (self.dies and call > self.fail_on_call)):
-            raise BackendError(f"fake backend failed on generate call {call}", retryable=not self.dies)
-        if self.latency_s:
-            await asyncio.sleep(self.latency_s)
+            failure = BackendError(f"fake backend failed on generate call {call}", retryable=not self.dies)
+        elif self.fail_on_prompt is not None and any(self.fail_on_prompt in r.prompt for r in requests):
+            failure = BackendError(f"fake backend failed on a prompt holding {self.fail_on_prompt!r}",
+                                   retryable=False)
+        try:
+            if failure is not None:
+                if self.fail_after_s:
+                    await asyncio.sleep(self.fail_after_s)
+                raise failure
+            if self.latency_s:
+                await asyncio.sleep(self.latency_s)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
         return [self._complete(r) for r in requests]
 
 

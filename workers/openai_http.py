@@ -6,11 +6,19 @@ completions endpoint is used, not chat, because strategies continue partial
 trajectories and need raw-text prompts. The budget ledger charges what this
 returns, so token counts come from the server, never from a local guess
 unless the server withholds them, and a failed request returns nothing at all.
+
+Attempts that are retried (a timeout, a 5xx, a dropped connection) may have cost
+the server compute that never came back: each is reported as lost on the
+request's result (or on the BackendError of a failed batch), with the tokens the
+server said it used, or else an upper bound. Without a local tokenizer nothing
+can count tokens before sending, so `count_tokens` returns an upper bound
+(UTF-8 bytes plus a few special tokens) and the ledger's caps stay hard.
 """
 from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import httpx
@@ -24,6 +32,11 @@ from ttc.core.types import Completion, GenerationRequest, GenerationResult, Prob
 _MAX_WAIT_S = 30.0  # a server asking for minutes of back-off is better reported than waited on
 _FINISH = {"stop": "stop", "length": "length"}
 _sleep = asyncio.sleep  # module-level so tests can observe back-off without waiting
+#: Tokens a server may add to a raw prompt that its text does not hold: BOS/EOS, a SentencePiece
+#: word-start marker, a few more for safety. Part of the upper bound `count_tokens` gives without a tokenizer.
+SPECIAL_TOKEN_ALLOWANCE = 8
+#: Failures that happen before the request reaches the server (no connection made): nothing computed.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class OpenAIHTTPConfig(StrictModel):
@@ -41,7 +54,8 @@ class OpenAIHTTPConfig(StrictModel):
     tokenizer: str | None = Field(
         default=None,
         description="Local path or hub name of the served model's tokenizer, loaded lazily with transformers "
-        "for the chat template and prompt-token counts; without it prompts are sent as-is and counted by words.",
+        "for the chat template and exact prompt-token counts; without it prompts are sent as-is and counted by "
+        "an upper bound (UTF-8 bytes plus a few special tokens), so prompt and FLOPs caps hold but reserve more.",
     )
     num_parameters: int | None = Field(default=None, gt=0, description="Model parameter count, for FLOPs estimates.")
 
@@ -75,6 +89,23 @@ def _server_message(resp: httpx.Response) -> str:
             if body.get(key):
                 return str(body[key])
     return str(body)[:500]
+
+
+def _reported_tokens(resp: httpx.Response) -> int | None:
+    """Tokens a failed attempt used, when the server's error body says (a `usage` object); else None."""
+    try:
+        usage = resp.json().get("usage")
+        return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+@dataclass
+class _Lost:
+    """One request's attempts lost to retries, tallied as they happen so a cancelled batch still knows them."""
+
+    requests: int = 0
+    tokens: int = 0
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
@@ -132,19 +163,29 @@ class OpenAIHTTPGenerator(Generator):
         return self._client, self._sem
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        """POST every request concurrently (at most max_concurrency in flight); one failure fails the batch."""
+        """POST every request concurrently (at most max_concurrency in flight); one failure fails the batch.
+
+        The failed batch's siblings are cancelled at once (their connections closed, so a server such as
+        vLLM aborts them), and the BackendError carries every retried attempt of every request in the
+        batch as lost; the caller counts one attempt per request itself.
+        """
         client, sem = self._ensure_client()
-        tasks = [asyncio.ensure_future(self._one(client, sem, r)) for r in requests]
+        lost = [_Lost() for _ in requests]
+        tasks = [asyncio.ensure_future(self._one(client, sem, r, k)) for r, k in zip(requests, lost)]
         try:
             return list(await asyncio.gather(*tasks))
-        except BaseException:
+        except BaseException as exc:
             # One failure fails the batch; stop the siblings so nothing keeps spending server time.
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if isinstance(exc, BackendError):
+                exc.lost_requests = sum(k.requests for k in lost)
+                exc.lost_tokens = sum(k.tokens for k in lost)
             raise
 
-    async def _one(self, client: httpx.AsyncClient, sem: asyncio.Semaphore, req: GenerationRequest) -> GenerationResult:
+    async def _one(self, client: httpx.AsyncClient, sem: asyncio.Semaphore, req: GenerationRequest,
+                   lost: _Lost) -> GenerationResult:
         p = req.params
         # logprobs always >= 0 so the server lists the sampled tokens: the only exact per-choice count.
         body: dict[str, Any] = {"model": self.config.model, "prompt": req.prompt, "n": p.n,
@@ -154,18 +195,32 @@ class OpenAIHTTPGenerator(Generator):
             body["stop"] = list(p.stop)
         if p.seed is not None:
             body["seed"] = p.seed
-        data = await self._post(client, sem, body)
+        data = await self._post(client, sem, body, lost, lambda: self.count_tokens(req.prompt) + p.n * p.max_tokens)
         try:
-            return self._parse(data, p, req.prompt)
+            result = self._parse(data, p, req.prompt)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise BackendError(
-                f"{self._url} returned a malformed completions body ({type(e).__name__}: {e})", retryable=False
+                f"{self._url} returned a malformed completions body ({type(e).__name__}: {e})", retryable=False,
+                lost_requests=lost.requests, lost_tokens=lost.tokens,
             ) from e
+        result.lost_requests, result.lost_tokens = lost.requests, lost.tokens
+        return result
 
-    async def _post(self, client: httpx.AsyncClient, sem: asyncio.Semaphore, body: dict[str, Any]) -> Any:
+    async def _post(self, client: httpx.AsyncClient, sem: asyncio.Semaphore, body: dict[str, Any], lost: _Lost,
+                    bound) -> Any:
+        """The 2xx JSON body, retrying timeouts, 408/429/5xx and dropped connections with back-off.
+
+        Each retried attempt is added to `lost`: the tokens the server reported for it, 0 when it never
+        reached the server (no connection) or was refused for rate (429), else `bound()`, an upper bound
+        (the prompt as counted plus n x max_tokens). The last attempt is not added: the caller counts it.
+        """
         attempts = self.config.max_retries + 1
         delay = self.config.backoff_s
         last = "no attempt made"
+
+        def error(message: str, retryable: bool) -> BackendError:
+            return BackendError(message, retryable=retryable, lost_requests=lost.requests, lost_tokens=lost.tokens)
+
         for attempt in range(1, attempts + 1):
             wait = delay
             try:
@@ -173,29 +228,29 @@ class OpenAIHTTPGenerator(Generator):
                     resp = await client.post(self._url, json=body)
             except httpx.TransportError as e:  # includes every timeout
                 last = f"{type(e).__name__}: {e}"
+                used = 0 if isinstance(e, _NOT_SENT) else None
             except httpx.RequestError as e:
-                raise BackendError(f"request to {self._url} failed: {type(e).__name__}: {e}", retryable=False) from e
+                raise error(f"request to {self._url} failed: {type(e).__name__}: {e}", False) from e
             else:
                 status = resp.status_code
                 if 200 <= status < 300:
                     try:
                         return resp.json()
                     except ValueError as e:
-                        raise BackendError(
-                            f"{self._url} returned malformed JSON ({e}): {resp.text[:200]!r}", retryable=False
-                        ) from e
+                        raise error(f"{self._url} returned malformed JSON ({e}): {resp.text[:200]!r}", False) from e
                 if status not in (408, 429) and status < 500:
-                    raise BackendError(
-                        f"{self._url} rejected the request with HTTP {status}: {_server_message(resp)}",
-                        retryable=False,
-                    )
+                    raise error(f"{self._url} rejected the request with HTTP {status}: {_server_message(resp)}",
+                                False)
                 last = f"HTTP {status}: {_server_message(resp)}"
                 hinted = _retry_after(resp)
                 wait = delay if hinted is None else hinted
+                used = 0 if status == 429 else _reported_tokens(resp)
             if attempt < attempts:
+                lost.requests += 1
+                lost.tokens += bound() if used is None else used
                 await _sleep(min(wait, _MAX_WAIT_S))
                 delay *= 2
-        raise BackendError(f"{self._url} failed after {attempts} attempt(s); last error: {last}", retryable=True)
+        raise error(f"{self._url} failed after {attempts} attempt(s); last error: {last}", True)
 
     def _parse(self, data: dict[str, Any], params: SamplingParams, prompt: str) -> GenerationResult:
         choices = sorted(data["choices"], key=lambda c: int(c["index"]))
@@ -257,9 +312,17 @@ class OpenAIHTTPGenerator(Generator):
         return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def count_tokens(self, text: str) -> int:
-        """Token count with the local tokenizer, or a word count without one (only caps need it)."""
+        """Exact count with the local tokenizer; without one, an upper bound of the server's count.
+
+        The bound is the UTF-8 byte length plus `SPECIAL_TOKEN_ALLOWANCE`: a byte-level BPE token (GPT-2,
+        Llama 3, Qwen) or a SentencePiece piece with byte fallback never covers less than one byte, so
+        caps reserved with it hold whatever the server counts, at the price of reserving more (about 4x
+        for English text). Configure `tokenizer` for exact counts.
+        """
         tok = self._tokenizer()
-        return len(text.split()) if tok is None else len(tok.encode(text, add_special_tokens=False))
+        if tok is None:
+            return len(text.encode("utf-8")) + SPECIAL_TOKEN_ALLOWANCE
+        return len(tok.encode(text, add_special_tokens=False))
 
     async def aclose(self) -> None:
         """Close the HTTP connection pool; a later request opens a new one."""

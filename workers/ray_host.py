@@ -29,6 +29,10 @@ class Failure:
     message: str
     retryable: bool  # the same request may succeed if sent again
     dead: bool  # this worker cannot serve anything more: replace it
+    #: Attempts the worker itself lost before it gave up (a BackendError's lost_requests / lost_tokens,
+    #: e.g. an HTTP backend's retries); the attempt that failed is not among them.
+    lost_requests: int = 0
+    lost_tokens: int = 0
 
 
 class WorkerHost:
@@ -78,8 +82,9 @@ class WorkerHost:
             return await call()
         except Exception as exc:  # noqa: BLE001 - every error crosses back as a value the pool understands
             dead = self.worker.dead
-            retryable = isinstance(exc, BackendError) and exc.retryable
-            return Failure(f"{type(exc).__name__}: {exc}", retryable, dead)
+            backend = isinstance(exc, BackendError)
+            return Failure(f"{type(exc).__name__}: {exc}", backend and exc.retryable, dead,
+                           exc.lost_requests if backend else 0, exc.lost_tokens if backend else 0)
         finally:
             self.in_flight -= weight
 

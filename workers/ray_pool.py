@@ -7,7 +7,10 @@ engine dies, its node goes away) the pool marks it dead, starts a replacement in
 the background, and sends the same batch to a live replica, up to
 `max_attempts` tries. The ledger is charged only for the results that come
 back, once, so a retried request is never charged twice; what the dead replica
-had generated is lost compute, counted in `stats()["retries"]`.
+had generated is lost compute: each retried attempt is reported on the request's
+result (`lost_requests`, and `lost_tokens` up to n x max_tokens: the prompt's
+length is not known here and counts 0), or on the BackendError when every attempt
+failed, and counted in `stats()["retries"]`.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from workers.cluster import ClusterConfig, ReplicaPoolConfig, connect, release
@@ -33,6 +37,25 @@ def replica_failures() -> tuple[type[BaseException], ...]:
 
     return (rx.RayActorError, rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError,
             rx.LocalRayletDiedError)
+
+
+@dataclass
+class LostWork:
+    """What one pool call lost on its way, tallied as it happens so a caller that cancels it still knows.
+
+    `attempts`: attempts sent and lost, then retried (a dead replica, a retryable failure, a hung
+    replica); the attempt that finally failed is not among them, since the caller counts it.
+    `requests` / `tokens`: what the workers themselves reported lost inside failed attempts
+    (an HTTP backend's own retries, say).
+    """
+
+    attempts: int = 0
+    requests: int = 0
+    tokens: int = 0
+
+    def total(self, cost: tuple[int, int]) -> tuple[int, int]:
+        """(requests, tokens) lost, when one attempt of the call costs `cost` = (requests, tokens)."""
+        return self.attempts * cost[0] + self.requests, self.attempts * cost[1] + self.tokens
 
 
 class ReplicaPool:
@@ -185,10 +208,24 @@ class ReplicaPool:
         return None
 
     # ---- calls --------------------------------------------------------------------------------
-    async def call(self, method: str, args: tuple, *, key: str | None, weight: int, keys: Sequence = ()) -> Any:
-        """One batch on one replica, retried on another when its replica dies."""
+    async def call(self, method: str, args: tuple, *, key: str | None, weight: int, keys: Sequence = (),
+                   lost: LostWork | None = None, cost: tuple[int, int] = (0, 0)) -> Any:
+        """One batch on one replica, retried on another when its replica dies.
+
+        Each retried attempt is tallied in `lost` (a fresh one when not given); a BackendError raised
+        here carries the tally as lost requests and tokens, one attempt costing `cost` =
+        (requests, tokens), the final failed attempt left to the caller.
+        """
         import ray
         from ray.exceptions import RayTaskError
+
+        lost = LostWork() if lost is None else lost
+
+        def error(message: str, kind: type[Exception] = BackendError) -> Exception:
+            if kind is not BackendError:
+                return kind(message)
+            requests, tokens = lost.total(cost)
+            return BackendError(message, retryable=False, lost_requests=requests, lost_tokens=tokens)
 
         await self.astart()
         failures = replica_failures()
@@ -197,8 +234,9 @@ class ReplicaPool:
             try:
                 replica = await self.router.acquire(key, weight, give_up=self._why_stop_waiting)
             except NoReplica as exc:
-                raise BackendError(f"{self.kind} request not sent: {exc}; last error: {last or 'none'}",
-                                   retryable=False) from None
+                if lost.attempts:  # the last retried attempt turned out to be the final one: the caller counts it
+                    lost.attempts -= 1
+                raise error(f"{self.kind} request not sent: {exc}; last error: {last or 'none'}") from None
             ref = None
             try:
                 ref = getattr(replica.handle, method).remote(*args, *((keys,) if keys else ()))
@@ -209,7 +247,8 @@ class ReplicaPool:
                     _cancel(ray, ref)
                 raise
             except RayTaskError as exc:  # the worker's own code raised: a bad request, not a dead replica
-                raise self._error(f"{self.kind} replica: {method} failed: {_first_line(exc.cause or exc)}") from None
+                raise error(f"{self.kind} replica: {method} failed: {_first_line(exc.cause or exc)}",
+                            self._error) from None
             except (asyncio.TimeoutError, *failures) as exc:
                 if isinstance(exc, asyncio.TimeoutError):
                     _cancel(ray, ref)
@@ -218,13 +257,14 @@ class ReplicaPool:
                 self.counters["failures"] += 1
                 self._replace(replica)  # dead, or hung past the request timeout
             except _ray_error() as exc:  # anything else Ray raises (out of memory, system errors)
-                raise BackendError(f"{self.kind} replica: {method} failed: {_first_line(exc)}",
-                                   retryable=False) from None
+                raise error(f"{self.kind} replica: {method} failed: {_first_line(exc)}") from None
             else:
                 if not isinstance(result, Failure):
                     return result
+                lost.requests += result.lost_requests
+                lost.tokens += result.lost_tokens
                 if not (result.dead or result.retryable):
-                    raise self._error(result.message)
+                    raise error(result.message, self._error)
                 last = result.message
                 self.counters["failures"] += 1
                 if result.dead:
@@ -233,8 +273,9 @@ class ReplicaPool:
                 await self.router.release(replica, weight)
             if attempt < self.cluster.max_attempts:
                 self.counters["retries"] += 1
-        raise BackendError(f"{self.kind} request failed on {self.cluster.max_attempts} replicas "
-                           f"(cluster.max_attempts); last error: {last}", retryable=False)
+                lost.attempts += 1
+        raise error(f"{self.kind} request failed on {self.cluster.max_attempts} replicas "
+                    f"(cluster.max_attempts); last error: {last}")
 
     def call_sync(self, method: str, *args: Any) -> Any:
         """A quick blocking call (prompt rendering, token counts) for callers outside the engine's
@@ -324,26 +365,44 @@ class RayGeneratorPool(Generator):
         self.num_parameters = self.replicas.description.get("num_parameters")
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        """Send the batch as one call per affinity group; if one group fails, cancel the rest."""
+        """Send the batch as one call per affinity group; if one group fails, cancel the rest.
+
+        A request whose replica died and that was retried carries the lost attempts on its result
+        (lost_requests, and n x max_tokens per attempt as lost_tokens: the prompt's length is not known
+        here). When the batch fails, the BackendError carries every group's retried attempts.
+        """
         # One remote call per affinity group: a search step's requests for one problem travel together.
         groups: dict[str | None, list[int]] = defaultdict(list)
         for i, r in enumerate(requests):
             groups[affinity_key(r.affinity)].append(i)
         out: list[GenerationResult | None] = [None] * len(requests)
+        bounds = [r.params.n * r.params.max_tokens for r in requests]
+        costs = {k: (len(idx), sum(bounds[i] for i in idx)) for k, idx in groups.items()}
+        lost = {k: LostWork() for k in groups}
 
         async def send(key, idx):
             batch = [requests[i] for i in idx]
-            results = await self.replicas.call("generate", (batch,), key=key, weight=len(batch), keys=[key])
+            results = await self.replicas.call("generate", (batch,), key=key, weight=len(batch), keys=[key],
+                                               lost=lost[key], cost=costs[key])
             for i, res in zip(idx, results):
+                res.lost_requests += lost[key].attempts
+                res.lost_tokens += lost[key].attempts * bounds[i]
                 out[i] = res
+            if results:  # what the workers reported losing belongs to the group: put it on its first result
+                results[0].lost_requests += lost[key].requests
+                results[0].lost_tokens += lost[key].tokens
 
         sends = [asyncio.ensure_future(send(k, idx)) for k, idx in groups.items()]
         try:
             await asyncio.gather(*sends)
-        except BaseException:
+        except BaseException as exc:
             for t in sends:  # one group failed (or the caller gave up): the others' work is wasted
                 t.cancel()
             await asyncio.gather(*sends, return_exceptions=True)
+            if isinstance(exc, BackendError):
+                totals = [lost[k].total(costs[k]) for k in groups]
+                exc.lost_requests = sum(r for r, _ in totals)
+                exc.lost_tokens = sum(t for _, t in totals)
             raise
         return out  # type: ignore[return-value]
 

@@ -93,11 +93,23 @@ class VLLMGenerator(Generator):
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        """Send every request to the engine at once, so they join its running batch; results in order."""
+        """Send every request to the engine at once, so they join its running batch; results in order.
+
+        One failed request fails the call, and its siblings are aborted at once rather than left to
+        run on: cancelling a request's task makes AsyncLLM abort it. What they had computed is lost;
+        the caller counts it from its reservation.
+        """
         self.start()
         if self.dead:
             raise BackendError("the vLLM engine died earlier; restart the engine", retryable=False)
-        return list(await asyncio.gather(*(self._one(r) for r in requests)))
+        tasks = [asyncio.ensure_future(self._one(r)) for r in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:  # a failed request, or the caller gave up (a time cap): stop them all
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def _one(self, req: GenerationRequest) -> GenerationResult:
         from vllm import SamplingParams as VSamplingParams

@@ -58,6 +58,12 @@ def test_a_replica_that_dies_mid_request_is_replaced_and_its_requests_retried(lo
         assert charged_once(sols)
         stats = e._generator.stats()
         assert stats["replaced"] == 1 and stats["retries"] >= 1
+        # The dead replica's work is reported as lost on the retried requests' solves, never as spent:
+        # one lost request per retried request, up to n x max_tokens each (the prompt is not known).
+        lost = [s.usage for s in sols if s.usage.lost_requests]
+        # At most one per retry: a retried render_prompt call (no request) counts as a retry too.
+        assert lost and 1 <= sum(u.lost_requests for u in lost) <= stats["retries"]
+        assert all(0 < u.lost_tokens <= u.lost_requests * 4 * 64 for u in lost)
         assert (tmp_path / "one-death").exists()
         # The replacement comes up and serves: later solves still have two replicas.
         for _ in range(100):
@@ -81,6 +87,33 @@ def test_a_retryable_backend_error_is_retried_on_a_replica(local_ray):
         sol = e.solve("q", 256, "best_of_n", max_tokens=64, n=2)
         assert sol.answer is not None and charged_once([sol])
         assert e._generator.stats()["retries"] == 1 and e._generator.stats().get("replaced", 0) == 0
+        assert sol.usage.lost_requests == 1 and sol.usage.lost_tokens == 2 * 64  # the failed attempt
+
+
+def test_a_failed_group_cancels_its_siblings_on_their_replicas(local_ray):
+    # Two affinity groups of one batch go out as two calls; the bad one fails after 0.2 s while the
+    # other is still generating (30 s): the whole batch fails at once and nothing is left running.
+    from ttc.core.types import GenerationRequest, SamplingParams
+    from workers.cluster import ClusterConfig, ReplicaPoolConfig
+    from workers.ray_pool import RayGeneratorPool
+
+    options = {"latency_s": 30, "fail_on_prompt": "bad", "fail_after_s": 0.2}
+    pool = RayGeneratorPool("fake", options, ClusterConfig(address="local", generator=ReplicaPoolConfig(
+        replicas=2, num_cpus=0.25)))
+    batch = [GenerationRequest(p, SamplingParams(max_tokens=8), affinity=p) for p in ("slow", "bad")]
+
+    async def go():
+        pool.start()
+        await pool.astart()
+        with pytest.raises(BackendError, match="bad"):
+            await asyncio.wait_for(pool.generate(batch), 20)
+        for _ in range(100):  # the cancellation reaches the replicas' event loops shortly after
+            if all(r["in_flight"] == 0 for r in pool.stats()["replicas"]):
+                break
+            await asyncio.sleep(0.1)
+        assert [r["in_flight"] for r in pool.stats()["replicas"]] == [0, 0]
+        await pool.aclose()
+    asyncio.run(go())
 
 
 def test_a_failed_start_keeps_the_replicas_that_started_and_adds_only_the_missing_one(local_ray, tmp_path):

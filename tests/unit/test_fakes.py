@@ -48,3 +48,17 @@ async def test_fake_scorer_scores_every_step_and_charges_tokens():
     ts = [Trajectory(["a\n\n", "b"], 3, "stop", answer="1"), Trajectory(["c"], 1, "stop", answer="2")]
     res = await scorer.score(Problem("p"), ts)
     assert res.step_scores == [[0.9, 0.9], [0.5]] and res.verifier_tokens == 15
+
+
+async def test_fake_fails_on_a_prompt_after_a_delay_and_counts_cancelled_calls():
+    import asyncio
+
+    gen = FakeGenerator(latency_s=30, fail_on_prompt="bad", fail_after_s=0.02)
+    slow = asyncio.ensure_future(gen.generate([GenerationRequest("good", SamplingParams())]))
+    with pytest.raises(BackendError, match="bad") as ei:
+        await asyncio.wait_for(gen.generate([GenerationRequest("a bad one", SamplingParams())]), 5)
+    assert not ei.value.retryable and not slow.done()  # it failed while its sibling was still running
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    assert gen.cancelled == 1

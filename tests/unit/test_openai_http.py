@@ -164,6 +164,10 @@ async def test_retry_then_success_on_503_and_connect_error():
 
     [res] = await gen_with(handler, max_retries=3).generate([req()])
     assert calls == 3 and res.completions[0].num_tokens == 1
+    # Both retried attempts are reported lost: the 503 with an upper bound (prompt as counted plus
+    # n x max_tokens), the refused connection with nothing (the server never saw it).
+    bound = OpenAIHTTPGenerator(cfg()).count_tokens("p") + 1 * 256
+    assert (res.lost_requests, res.lost_tokens) == (2, bound)
 
 
 async def test_retry_after_honoured_and_capped(monkeypatch):
@@ -196,6 +200,9 @@ async def test_gives_up_after_max_retries():
     with pytest.raises(BackendError) as ei:
         await gen_with(handler, max_retries=2).generate([req()])
     assert calls == 3 and ei.value.retryable
+    # The two retried attempts are lost; the last one the caller counts from its reservation.
+    bound = OpenAIHTTPGenerator(cfg()).count_tokens("p") + 256
+    assert (ei.value.lost_requests, ei.value.lost_tokens) == (2, 2 * bound)
     msg = str(ei.value)
     assert f"{BASE}/completions" in msg and "3 attempt" in msg and "engine dead" in msg
 
@@ -259,7 +266,9 @@ def test_prompt_and_counting_without_and_with_tokenizer(monkeypatch):
     gen = OpenAIHTTPGenerator(cfg(num_parameters=1000))
     assert gen.model_name == "m" and gen.num_parameters == 1000
     assert gen.render_prompt(Problem(prompt="what is 2+2")) == "what is 2+2"
-    assert gen.count_tokens("a b  c") == 3
+    # Without a tokenizer: an upper bound of what the server counts (UTF-8 bytes plus special tokens).
+    assert gen.count_tokens("a b  c") == 6 + openai_http.SPECIAL_TOKEN_ALLOWANCE
+    assert gen.count_tokens("é") == 2 + openai_http.SPECIAL_TOKEN_ALLOWANCE
 
     class FakeTok:
         chat_template = "{{ x }}"
@@ -321,3 +330,130 @@ async def test_connection_refused_is_retryable():
     await gen.aclose()
     assert ei.value.retryable and f"{url}/completions" in str(ei.value) and "3 attempt" in str(ei.value)
     assert "ConnectError" in str(ei.value)
+
+
+# ---- compute lost to retries, and failed batches ----------------------------------------------------
+
+async def test_a_timed_out_attempt_is_lost_with_an_upper_bound_and_a_reported_one_with_the_servers_count():
+    calls = 0
+
+    def handler(request):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise httpx.ReadTimeout("no answer", request=request)
+        if calls == 2:  # a server that says what the failed attempt used
+            return httpx.Response(500, json={"error": {"message": "oom"},
+                                             "usage": {"prompt_tokens": 5, "completion_tokens": 12}})
+        if calls == 3:  # rate-limited: refused, nothing computed
+            return httpx.Response(429, json={"error": {"message": "slow down"}})
+        return httpx.Response(200, json=body([choice(i, tokens=["a"]) for i in range(2)]))
+
+    gen = gen_with(handler, max_retries=3)
+    [res] = await gen.generate([req("two words", n=2, max_tokens=10)])
+    assert calls == 4
+    assert res.lost_requests == 3
+    assert res.lost_tokens == (gen.count_tokens("two words") + 2 * 10) + 17 + 0
+
+
+async def test_a_failed_batch_reports_every_retried_attempt_of_every_request():
+    seen: dict[str, int] = {}
+
+    def handler(request):
+        prompt = json.loads(request.content)["prompt"]
+        seen[prompt] = seen.get(prompt, 0) + 1
+        if prompt == "bad":
+            return httpx.Response(503, json={"message": "overloaded"})
+        if seen[prompt] == 1:  # the sibling is retried once, then succeeds
+            return httpx.Response(502, json={"message": "bad gateway"})
+        return httpx.Response(200, json=body([choice(0, tokens=["a"])]))
+
+    gen = gen_with(handler, max_retries=2)
+    with pytest.raises(BackendError) as ei:
+        await gen.generate([req("ok", max_tokens=4), req("bad", max_tokens=4)])
+    # "bad": 3 attempts, the last counted by the caller; "ok": 1 retried attempt (its success is discarded).
+    assert seen == {"ok": 2, "bad": 3}
+    assert ei.value.lost_requests == 2 + 1
+    assert ei.value.lost_tokens == 2 * (gen.count_tokens("bad") + 4) + (gen.count_tokens("ok") + 4)
+
+
+async def test_a_failed_request_cancels_its_siblings_at_once():
+    started, cancelled = [], []
+
+    async def handler(request):
+        prompt = json.loads(request.content)["prompt"]
+        started.append(prompt)
+        if prompt == "bad":
+            await asyncio.sleep(0.02)  # fails while its siblings are still being served
+            return httpx.Response(400, json={"error": {"message": "prompt too long"}})
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.append(prompt)
+            raise
+        return httpx.Response(200, json=body([choice(0, tokens=["a"])]))
+
+    gen = gen_with(handler)
+    before = asyncio.all_tasks()
+    with pytest.raises(BackendError, match="prompt too long"):
+        await asyncio.wait_for(gen.generate([req("slow1"), req("bad"), req("slow2")]), 5)
+    assert sorted(started) == ["bad", "slow1", "slow2"]
+    assert sorted(cancelled) == ["slow1", "slow2"]  # both siblings stopped, not left running
+    assert not [t for t in asyncio.all_tasks() - before if not t.done()]
+
+
+@pytest.fixture(scope="module")
+def server_tokenizers():
+    """Real tokenizers a server might count with: a byte-level BPE trained here, and the embedded
+    SmolLM2 tokenizer when its converted checkpoint is on this machine. Each counts with BOS added."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = ["What is 12 + 30? The answer is \\boxed{42}.", "Find the remainder when 2^100 is divided by 7.",
+              "Let's think step by step.\n\n", "Ünïcödé ☃ 数学 🙂"] * 50
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                        show_progress=False))
+    counters = {"byte-level BPE": lambda text: len(bpe.encode(text).ids) + 1}
+    from ttc.default_model import default_model_dir
+
+    path = default_model_dir() / "tokenizer.json"
+    if path.exists():
+        smol = tokenizers.Tokenizer.from_file(str(path))
+        counters["SmolLM2"] = lambda text: len(smol.encode(text, add_special_tokens=True).ids) + 1
+    return counters
+
+
+PROMPTS = ["", "a", "What is 2 + 2?", "   \n\n\t", "Ünïcödé ☃ 数学 🙂 ∑ x² ≤ √π",
+           "<|im_start|>user\nWhat is 6 + 7? Put the answer in \\boxed{}.<|im_end|>\n<|im_start|>assistant\n",
+           "ﬁ ﬀ Å Ω ﷽ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "1234567890" * 20, "🙂" * 30]
+
+
+def test_the_prompt_count_without_a_tokenizer_is_never_below_the_servers(server_tokenizers):
+    gen = OpenAIHTTPGenerator(cfg())
+    for name, server_count in server_tokenizers.items():
+        for text in PROMPTS:
+            assert gen.count_tokens(text) >= server_count(text), (name, text)
+
+
+async def test_a_prompt_cap_holds_against_the_servers_count_without_a_tokenizer(server_tokenizers):
+    # The audit's case: prompts counted by words were charged the server's (larger) count, past the cap.
+    from ttc.core.budget import Budget, Ledger
+    from ttc.core.context import SearchContext
+
+    server_count = server_tokenizers["byte-level BPE"]
+
+    def handler(request):
+        prompt = json.loads(request.content)["prompt"]
+        return httpx.Response(200, json=body([choice(0, tokens=["a"])], prompt_tokens=server_count(prompt)))
+
+    cap = 120
+    ledger = Ledger(Budget(prompt_tokens=cap))
+    ctx = SearchContext(Problem("q"), "", gen_with(handler), ledger)
+    sent = 0
+    for text in PROMPTS * 3:
+        [res] = await ctx.generate([req(text, max_tokens=1)])
+        sent += res is not None
+    assert sent >= 3 and ledger.usage.prompt_tokens <= cap
