@@ -22,7 +22,7 @@ import math
 import random
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, TextIO
 
 from pydantic import Field
 
@@ -244,7 +244,7 @@ def tokens_to_reach(curve: Sequence[dict[str, float]], target: float) -> float |
     return None
 
 
-def calibrate(recipe: Recipe, config: CalibrationConfig | None = None, *, progress: bool = True, engine=None,
+def calibrate(recipe: Recipe, config: CalibrationConfig | None = None, *, progress: "bool | TextIO" = True, engine=None,
               **options: Any) -> dict[str, Any]:
     """Run the grid (resumable), fit and save the allocator, optionally evaluate auto offline.
 

@@ -68,8 +68,11 @@ def _calibration_config(args):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ttc", description="Test-time compute orchestration.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", action="store_true",
+                        help="show the backends' own messages (vLLM, torch); by default they go to a log file")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    s = sub.add_parser("solve", help="answer one prompt under a compute budget")
+    s = sub.add_parser("solve", parents=[common], help="answer one prompt under a compute budget")
     s.add_argument("prompt", help="the problem text")
     s.add_argument("--budget", required=True, type=int, help="generated-token budget (an int)")
     s.add_argument("--strategy", default=DEFAULT_STRATEGY, help=f"strategy name (default: {DEFAULT_STRATEGY})")
@@ -86,21 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--trace", metavar="PATH", help="write the search trace (tree, scores, kept nodes) as JSON")
 
-    r = sub.add_parser("run", help="run a YAML recipe over a dataset (resumes where it stopped)")
+    r = sub.add_parser("run", parents=[common], help="run a YAML recipe over a dataset (resumes where it stopped)")
     r.add_argument("recipe", help="path of the recipe file")
     r.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. strategy.n=16")
     r.add_argument("--dry-run", action="store_true",
                    help="validate and run on the fake backend with 3 problems, into a temporary folder")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    c = sub.add_parser("calibrate", help="run a strategy x budget grid, fit an allocator for strategy=auto")
+    c = sub.add_parser("calibrate", parents=[common], help="run a strategy x budget grid, fit an allocator for strategy=auto")
     c.add_argument("recipe", help="recipe whose strategies x budgets form the grid, on a calibration dataset")
     c.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
     _calibration_arguments(c)
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     address_help = "Ray job server (dashboard) URL; default $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265"
-    j = sub.add_parser("submit", help="run a recipe as a Ray job on a cluster")
+    j = sub.add_parser("submit", parents=[common], help="run a recipe as a Ray job on a cluster")
     j.add_argument("recipe", help="recipe YAML file")
     j.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, applied before submitting")
     j.add_argument("--address", default=None, help=address_help)
@@ -109,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="interpreter on the cluster (default: this one for a loopback address, else `python`)")
     j.add_argument("--id", dest="submission_id", default=None, help="job id to use (default: Ray picks one)")
 
-    jobs = sub.add_parser("jobs", help="status, logs, stop or list of Ray jobs")
+    jobs = sub.add_parser("jobs", parents=[common], help="status, logs, stop or list of Ray jobs")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, parser_class=_Parser)
     for name, text in (("status", "a job's status"), ("logs", "a job's logs so far (--follow: until it ends)"),
                        ("stop", "stop a running job")):
@@ -118,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--address", default=None, help=address_help)
         if name == "logs":
             q.add_argument("--follow", action="store_true", help="stream until the job ends")
-    q = jobs_sub.add_parser("list", help="every job the server knows")
+    q = jobs_sub.add_parser("list", parents=[common], help="every job the server knows")
     q.add_argument("--address", default=None, help=address_help)
     return parser
 
@@ -229,7 +232,7 @@ def cmd_run(args) -> int:
         recipe = load_recipe(args.recipe, overrides)  # the real recipe must be valid first
         overrides.update(dry_run_overrides(recipe, tempfile.mkdtemp(prefix="ttc-dry-run-")))
     recipe = load_recipe(args.recipe, overrides)
-    summary = run_recipe(recipe, progress=not args.no_progress)
+    summary = run_recipe(recipe, progress=False if args.no_progress else args.terminal)
     out = recipe.output_dir()
     print(f"results: {out / 'results.jsonl'}")
     for row in summary["table"]:
@@ -248,7 +251,7 @@ def cmd_calibrate(args) -> int:
 
     config = _calibration_config(args)  # bad values are refused before anything is read or run
     recipe = load_recipe(args.recipe, parse_assignments(args.overrides))
-    report = calibrate(recipe, config, progress=not args.no_progress)
+    report = calibrate(recipe, config, progress=False if args.no_progress else args.terminal)
     print(f"allocator: {report['allocator'][-1]} (also {report['allocator'][0]})")
     print(f"  difficulty bins on predicted pass@1, edges {[round(e, 3) for e in report['edges']]}; "
           f"cross-fitted: price_per_1k_tokens={report['price_per_1k_tokens']}, stop_margin={report['stop_margin']}")
@@ -265,34 +268,45 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+COMMANDS = {"solve": "cmd_solve", "run": "cmd_run", "calibrate": "cmd_calibrate", "submit": "cmd_submit",
+            "jobs": "cmd_jobs"}
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The arguments; recipe overrides (KEY=VALUE) may also come after the flags."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = getattr(args, "overrides", None)
+    if extra:
+        if overrides is None or any(x.startswith("-") or "=" not in x for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*overrides, *extra]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     _quiet_backends()
-    try:
-        if args.command == "solve":
-            return cmd_solve(args)
-        if args.command == "run":
-            return cmd_run(args)
-        if args.command == "calibrate":
-            return cmd_calibrate(args)
-        if args.command == "submit":
-            return cmd_submit(args)
-        if args.command == "jobs":
-            return cmd_jobs(args)
-    except USAGE_ERRORS as exc:
-        print(f"ttc: error: {exc}", file=sys.stderr)
-        return 2
-    except SolveError as exc:
-        kept = len(exc.partial.candidates) if exc.partial else 0
-        print(f"ttc: error: {exc} ({kept} finished candidates kept)", file=sys.stderr)
+    from ttc.console import backend_log, backends_to_log
+
+    with backends_to_log(args.verbose) as terminal:
+        args.terminal = terminal  # the command line's own messages and progress bar
+        try:
+            return globals()[COMMANDS[args.command]](args)
+        except USAGE_ERRORS as exc:
+            print(f"ttc: error: {exc}", file=terminal)
+            return 2
+        except SolveError as exc:
+            kept = len(exc.partial.candidates) if exc.partial else 0
+            print(f"ttc: error: {exc} ({kept} finished candidates kept)", file=terminal)
+        except (BackendError, TTCError) as exc:
+            print(f"ttc: error: {exc}", file=terminal)
+        except KeyboardInterrupt:
+            print("ttc: interrupted; finished results are kept, rerun the same command to resume", file=terminal)
+            return 130
+        if not args.verbose:
+            print(f"ttc: the backends' own messages are in {backend_log()} (--verbose shows them)", file=terminal)
         return 1
-    except (BackendError, TTCError) as exc:
-        print(f"ttc: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("ttc: interrupted; finished results are kept, rerun the same command to resume", file=sys.stderr)
-        return 130
-    return 2
 
 
 if __name__ == "__main__":

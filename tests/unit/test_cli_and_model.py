@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -93,3 +94,39 @@ def test_trace_file_holds_the_search_tree(capsys, tmp_path):
     steps = [ev for ev in data["trace"] if ev["event"] == "step"]
     assert steps and all({"id", "parent", "score", "kept"} <= set(n) for ev in steps for n in ev["nodes"])
     assert {c["node_id"] for c in data["candidate_details"]} <= {n["id"] for ev in steps for n in ev["nodes"]}
+
+
+def test_overrides_may_follow_the_flags(tmp_path):
+    from ttc.cli import parse
+
+    args = parse(["run", "recipe.yaml", "--no-progress", "dataset.seed=7", "strategy.n=4"])
+    assert args.overrides == ["dataset.seed=7", "strategy.n=4"] and args.no_progress
+    with pytest.raises(SystemExit):
+        parse(["run", "recipe.yaml", "--no-progress", "--colour"])  # still an unknown flag
+    with pytest.raises(SystemExit):
+        parse(["solve", "q", "--budget", "64", "n=4"])  # solve takes no overrides
+
+
+def test_backend_noise_goes_to_a_log_not_the_terminal(tmp_path):
+    """What a backend writes to standard error (C++ warnings, child processes, Python warnings) is kept
+    out of a normal run's output and lands in the log; --verbose shows it."""
+    import subprocess
+    import sys
+
+    noisy = ("import os, sys, warnings, ttc.cli as cli\n"
+             "def loud(args):\n"
+             "    os.write(2, b'C-LEVEL NOISE\\n')\n"
+             "    warnings.warn('PYTHON NOISE', FutureWarning)\n"
+             "    print('answer: 5')\n"
+             "    return 0\n"
+             "cli.cmd_solve = loud\n"
+             "sys.exit(cli.main(sys.argv[1:]))\n")
+    env = {**os.environ, "TTC_HOME": str(tmp_path)}
+    quiet = subprocess.run([sys.executable, "-c", noisy, "solve", "q", "--budget", "64"], capture_output=True,
+                           text=True, env=env, timeout=60)
+    assert quiet.returncode == 0 and quiet.stdout == "answer: 5\n" and quiet.stderr == ""
+    log = (tmp_path / "logs" / "backends.log").read_text()
+    assert "C-LEVEL NOISE" in log and "PYTHON NOISE" in log
+    loud = subprocess.run([sys.executable, "-c", noisy, "solve", "q", "--budget", "64", "--verbose"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert "C-LEVEL NOISE" in loud.stderr and "PYTHON NOISE" in loud.stderr

@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ttc.core.budget import Budget
 from ttc.evaluation.datasets import load_problems
@@ -96,17 +96,19 @@ def resumable(records: list[dict[str, Any]], configs: list[RunConfig], problems:
 
 
 class Progress:
-    """Problems done, running accuracy, tokens spent and tokens/s, on one stderr line."""
+    """Problems done, running accuracy, tokens spent and tokens/s, on one line of standard error
+    (or of the stream `enabled` is, when it is one: the command line's terminal)."""
 
-    def __init__(self, total: int, enabled: bool):
+    def __init__(self, total: int, enabled: "bool | TextIO"):
         self.total, self.done, self.correct, self.judged, self.tokens, self.errors = total, 0, 0, 0, 0, 0
         self.start = time.monotonic()
         self.bar = None
         if enabled and total:
             from tqdm import tqdm
 
+            stream = sys.stderr if enabled is True else enabled
             # disable=False explicitly: the CLI sets TQDM_DISABLE to silence backend progress bars.
-            self.bar = tqdm(total=total, unit="problem", file=sys.stderr, dynamic_ncols=True, disable=False)
+            self.bar = tqdm(total=total, unit="problem", file=stream, dynamic_ncols=True, disable=False)
 
     def update(self, record: dict[str, Any] | None) -> None:
         if record is None:
@@ -128,7 +130,7 @@ class Progress:
             self.bar.close()
 
 
-async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, progress: bool = True,
+async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, progress: "bool | TextIO" = True,
                            base_dir: Path | None = None, make_plots: bool = True) -> dict[str, Any]:
     """Run what is not yet in results.jsonl; write metrics.json and plots from all results."""
     from ttc.evaluation.report import write_report
