@@ -26,7 +26,7 @@ from pydantic import Field
 
 from strategies.auto.allocator import (PROBE_ONLY_STRATEGY, AllocatorModel, ConfigChoice, Decision, probe_features,
                                        vote_settled)
-from strategies.base import Outcome, Strategy
+from strategies.base import MAX_ROUNDS, Outcome, Strategy
 from ttc.core.answers import group_answers
 from ttc.core.budget import Budget
 from ttc.core.config import SamplingOptions
@@ -56,7 +56,7 @@ class AutoConfig(SamplingOptions):
     stop_margin: int | None = Field(
         None, ge=0, le=1000,
         description="A chosen best-of-N samples in rounds of probe_samples and stops once the leading answer has "
-                    "this many more votes than the next; 0 = all samples at once; None = the allocator file's "
+                    "this many more votes than the next; 0 = all samples at once (then what short samples left of the budget); None = the allocator file's "
                     "value (0 without an allocator).")
 
 
@@ -147,7 +147,9 @@ class Auto(Strategy):
     async def run_best_of_n(self, ctx: SearchContext, choice: ConfigChoice, probe: list, sub_budget: int | None,
                             metrics: dict[str, Any]) -> Outcome:
         """Best-of-N with the probe's samples as its first: more samples in rounds of the probe's size
-        until the budget's N or a settled vote, then one selection over all of them."""
+        until the budget's N or a settled vote, then one selection over all of them. Sized by the
+        budget, what short samples leave of it buys further rounds (as best-of-N does), within the
+        sub-budget the allocator chose, while the vote is not settled."""
         # The choice's own sampling settings (those calibration ran it with) override auto's.
         sampling = self.config.model_copy(update={k: v for k, v in choice.options.items()
                                                   if k in SamplingOptions.model_fields})
@@ -159,22 +161,24 @@ class Auto(Strategy):
         else:
             more = sub_budget // sampling.max_tokens
         margin = self.stop_margin()
-        step = sampling.probe_samples if margin > 0 else max(more, 1)
+        budget_sized, start = "n" not in choice.options, ctx.ledger.usage.generated_tokens
         needs_scores = selection != "majority" and self._has_scorer
         logprobs = 0 if needs_scores and ctx.scorer.needs_logprobs else None
         candidates, rounds = list(probe), 0
-        while more > 0:
+        while more > 0 and rounds < MAX_ROUNDS:
             groups = await ctx.offload(group_answers, [t.answer for t in candidates]) if margin > 0 else []
             if vote_settled([len(g) for g in groups], margin):
                 ctx.record("auto_early_stop", samples=len(candidates), stop_margin=margin)
                 break
-            k = min(step, more)
+            k = min(sampling.probe_samples, more) if margin > 0 else more
             drawn = await ctx.sample(sampling.params(k, logprobs=logprobs))
             if not drawn:  # the ledger could not pay for another round
                 break
             rounds += 1
             candidates += drawn
             more -= k
+            if more <= 0 and budget_sized:  # samples stop short of max_tokens: what they left buys more
+                more = (sub_budget - (ctx.ledger.usage.generated_tokens - start)) // sampling.max_tokens
         metrics.update(samples=len(candidates), rounds=rounds, stop_margin=margin)
         final = await choose(ctx, candidates, selection if needs_scores else "majority",
                              choice.options.get("aggregation", "last"))

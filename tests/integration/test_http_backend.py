@@ -64,7 +64,7 @@ def test_solve_through_an_openai_compatible_server(vllm_server):
     with engine:
         sol = engine.solve("What is 4 + 4?", 64 * 4, "best_of_n", max_tokens=64, reference="8")
         again = engine.solve("What is 4 + 4?", 64 * 2, "repeated_sampling", max_tokens=64, reference="8")
-    assert len(sol.candidates) == 4
+    assert len(sol.candidates) >= 4  # 4 full-length samples fit; short ones leave room for another round
     assert sol.usage.generated_tokens == sum(c.num_tokens for c in sol.candidates) <= 256
     assert sol.usage.prompt_tokens > 10 and sol.usage.flops > 0
     assert "coverage" in again.metrics
