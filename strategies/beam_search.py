@@ -39,7 +39,7 @@ class BeamSearch(BeamWidthSearch):
                 break
             self.bank_finished(completed, live)
             open_idx = [i for i, t in enumerate(live) if not t.finished]
-            frontier = [live[i] for i in open_idx]  # scored and live: the fallback pool
+            frontier = [live[i] for i in open_idx]  # scored and live: the finalists if none finishes
             # The beam shrinks as trajectories finish: they are kept once, never copied back in,
             # and the live width never exceeds what is left of N.
             left = n - len(completed)
@@ -63,7 +63,7 @@ class BeamSearch(BeamWidthSearch):
         Lookahead costs k extra generate calls per search step (one per rollout step, for all
         candidates at once) but still one scoring call. A candidate takes its own step scores from
         its rollout (the rollout's first steps are the candidate's); a rollout that finishes is a
-        paid-for solution and joins the completed pool.
+        paid-for solution and joins the completed trajectories.
         """
         if not self.config.lookahead:
             return await self.scores(ctx, live)

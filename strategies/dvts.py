@@ -3,7 +3,7 @@
 N/M independent subtrees. Each search step expands every subtree's single live
 node M times and keeps that subtree's best child; no subtree ever sees another's
 nodes, which keeps the searches diverse where a shared beam collapses onto one
-line of reasoning. Finished children join the completed pool; a subtree whose
+line of reasoning. Finished children join the completed trajectories; a subtree whose
 best child finished is done.
 """
 from __future__ import annotations

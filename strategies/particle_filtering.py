@@ -5,7 +5,7 @@ N particles are extended one step at a time; each is weighted by softmax of its
 PRM score over a temperature, and the live population is resampled from those
 weights (multinomial or systematic), so compute follows the likely-good partial
 solutions while keeping some diversity. A particle that finishes leaves the
-population for the completed pool (it is never extended again), and the live
+population for the completed trajectories (it is never extended again), and the live
 population shrinks by one. Particle Gibbs repeats the filter, each time keeping
 one reference trajectory (drawn by weight from the last run's finished particles)
 alive at every step, so later runs refine around it.
@@ -80,12 +80,12 @@ class ParticleFiltering(StepSearch):
 
         With a reference (particle Gibbs), its first t steps are particle 0 at step t: it is
         scored and may be resampled (so new particles branch off it), but it is never added to
-        the completed pool again, since it is already there.
+        the completed trajectories again, since it is already among them.
         """
         c = self.config
         completed: list[Trajectory] = []
         # The reference's unfinished prefixes (1 .. len-1 steps) take part; the whole reference is
-        # already in the completed pool and is neither rescored nor added again.
+        # already among the completed trajectories and is neither rescored nor added again.
         ref_len = len(reference.steps) - 1 if reference is not None else 0
         prev_ref: Trajectory | None = None
         (live,) = await self.extend(ctx, [None], [n - (1 if ref_len else 0)])

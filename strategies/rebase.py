@@ -62,7 +62,7 @@ class Rebase(StepSearch):
             if scores is None:
                 break
             open_nodes = [(t, s) for t, s in zip(live, scores) if not t.finished]
-            frontier = [t for t, _ in open_nodes]  # scored and live: the fallback pool
+            frontier = [t for t, _ in open_nodes]  # scored and live: the finalists if none finishes
             width = n - len(completed)  # finished solutions shrink the width
             if not open_nodes or width <= 0:
                 self.record_step(ctx, step, live, scores, set(), width=max(width, 0), shares=[])

@@ -174,7 +174,7 @@ class StepSearch(SampledStrategy):
         return children
 
     async def roots(self, ctx: SearchContext, n: int) -> tuple[list[Trajectory], list[Trajectory]]:
-        """A search's first step: the (still empty) pool of finished trajectories, and `n` root samples."""
+        """A search's first step: the finished trajectories (none yet), and `n` root samples."""
         (live,) = await self.extend(ctx, [None], [n])
         return [], live
 
@@ -218,7 +218,7 @@ class StepSearch(SampledStrategy):
 
     @staticmethod
     def bank_finished(completed: list[Trajectory], nodes: Sequence[Trajectory]) -> None:
-        """Move finished nodes into the completed pool once (when a search stops early, too)."""
+        """Move finished nodes into the completed trajectories once (when a search stops early, too)."""
         seen = {id(t) for t in completed}
         completed.extend(t for t in nodes if t.finished and id(t) not in seen)
 

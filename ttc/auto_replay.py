@@ -327,7 +327,9 @@ class AutoReplay:
             runs = [self._replayed[(pid, budget, d.config, d.sub_budget, margin, k)]
                     for k in range(len(self._orders_of(pid, d.config)))]
             return sum(c for c, _ in runs) / len(runs), sum(t for _, t in runs) / len(runs)
-        # A recorded run: the largest grid budget within the one auto gave the configuration.
+        # The one approximation left: a choice whose samples cannot be replayed (a step search grows its
+        # own trees) is judged by its recorded run at the largest grid budget within the one auto gave
+        # it, the probe counted as auto counts it. Auto's decision itself was made by auto (above).
         probe = self.probes[pid]
         reuses_probe = model.config(d.config).reuses_probe
         given = d.sub_budget + (probe.tokens if reuses_probe else 0)  # a probe-reusing budget counts the probe

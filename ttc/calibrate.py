@@ -28,7 +28,7 @@ from pydantic import Field
 
 from strategies.auto import allocator as A
 from strategies.auto.strategy import DEFAULT_PROBE_SAMPLES
-from ttc.core.config import StrictModel, validate
+from ttc.core.config import SamplingOptions, StrictModel, validate
 from ttc.core.errors import ConfigError
 from ttc.evaluation.recipe import Recipe
 from ttc.evaluation.runner import run_recipe
@@ -60,7 +60,7 @@ def probe_recipe(recipe: Recipe, probe_samples: int) -> Recipe:
     weighted best-of-N can count them among its N as `auto` does; its answer is not used: auto
     answers from the probe by majority, which the replay of auto recomputes from the samples.
     """
-    max_tokens = int(recipe.sampling.get("max_tokens", 256))
+    max_tokens = int(recipe.sampling.get("max_tokens", SamplingOptions.model_fields["max_tokens"].default))
     strategy: dict[str, Any] = {"name": "repeated_sampling", "n": probe_samples, "label": PROBE_LABEL}
     if recipe.verifier is not None:
         strategy = {"name": "best_of_n", "selection": "weighted", "n": probe_samples, "label": PROBE_LABEL}
@@ -272,7 +272,7 @@ def calibrate(recipe: Recipe, config: CalibrationConfig | None = None, *, progre
             "outcomes": len(outcomes)}
     pass1 = pass1_from_records(records)
     majority = majority_label(configs)
-    max_tokens = int(recipe.sampling.get("max_tokens", 256))
+    max_tokens = int(recipe.sampling.get("max_tokens", SamplingOptions.model_fields["max_tokens"].default))
     replay = AutoReplay(probes, outcomes, max_tokens=max_tokens)
     common = dict(probe_samples=config.probe_samples, max_tokens=max_tokens, folds=config.folds,
                   n_bins=config.n_bins, pass1=pass1, replay=replay)

@@ -252,7 +252,8 @@ class Engine:
         strat, _ = self._prepare(strategy, options, 1 << 62)
         entry = strat.shared_budget_entry()
         if not strat.shares_budget:
-            raise ConfigError(f"strategy {strategy!r} cannot share one budget across a batch; use 'auto'")
+            raise ConfigError(f"strategy {strategy!r} cannot share one budget across a batch (it does not declare "
+                              "shares_budget); 'auto' can")
         if total_budget < entry * len(prepared):
             raise BudgetError(f"total_budget={total_budget} cannot pay for {len(prepared)} probes of "
                               f"{entry} tokens (probe_samples x max_tokens)")

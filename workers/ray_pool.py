@@ -24,6 +24,7 @@ from typing import Any, Sequence
 from workers.cluster import ClusterConfig, ReplicaPoolConfig, connect, release
 from ttc.core.errors import BackendError, VerifierError
 from ttc.core.plugins import Generator, Scorer, ScoreResult
+from ttc.core.registry import VERIFIERS
 from workers.routing import NoReplica, Replica, Router, affinity_key
 from ttc.core.types import GenerationRequest, GenerationResult, Problem, Trajectory
 from workers.ray_host import Failure, WorkerHost
@@ -451,6 +452,8 @@ class RayScorerPool(Scorer):
     def __init__(self, verifier: str, options: dict[str, Any], cluster: ClusterConfig):
         self.replicas = ReplicaPool("scorer", verifier, options, cluster.scorer, cluster)
         self.name = verifier
+        # What the scorer on the replicas declares, declared here too (its capabilities are the pool's).
+        self.needs_logprobs = VERIFIERS.get(verifier).needs_logprobs
 
     def start(self) -> None:
         """Connect to the cluster; the replicas start in `astart`."""

@@ -88,6 +88,7 @@ class ReplayGenerator(Generator):
         return Completion(text, sample.num_tokens, sample.finish_reason)
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """The next recorded samples, n per request in order, charged as recorded; empty once exhausted."""
         results = []
         for req in requests:
             k = min(req.params.n, self.left)

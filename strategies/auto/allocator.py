@@ -138,7 +138,7 @@ class AllocatorModel(StrictModel):
             room = budget if reuses_probe else budget - probe_tokens
             for bud in sorted({float(x) for x in self.budgets if x <= room} | {float(room)}):
                 accuracy = self.accuracy_at(b, label, bud)
-                # A pooled share can leave less than the probe's budget: the whole budget then still qualifies.
+                # A shared-budget share can leave less than the probe's budget: the whole budget then still qualifies.
                 floor = min(max(probe_tokens, probe_budget), room) if reuses_probe else 0.0
                 if accuracy == -math.inf or bud < floor:
                     continue  # unaffordable, or smaller than the probe already run (which cannot be undone)

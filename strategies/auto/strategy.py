@@ -4,7 +4,7 @@ The probe draws a few samples (charged to the budget). When they already agree
 enough, the prompt is easy and the answer is returned at once: the rest of the
 budget is not spent. Otherwise the allocator (fitted by `ttc calibrate`) picks
 the configuration that was most accurate for prompts of this difficulty at the
-budget that is left, and runs it. The probe samples stay in the candidate pool:
+budget that is left, and runs it. The probe samples stay among the candidates:
 a vote counts them, so no compute is thrown away.
 
 The allocator may also decide that more compute does not pay for prompts like

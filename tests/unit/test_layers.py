@@ -11,7 +11,13 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
+import ttc
+
 ROOT = Path(__file__).resolve().parents[2]
+#: What `from ttc import NAME` loads (ttc/__init__ imports lazily, by this map).
+PUBLIC: dict[str, str] = ttc._PUBLIC
 PACKAGES = ("ttc", "strategies", "verifiers", "workers")
 
 #: Layer of a module -> the layers it may import from.
@@ -55,6 +61,13 @@ def imports(path: Path, module: str, known: set[str]) -> set[str]:
             if node.level:
                 base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
             names = [f"{base}.{a.name}" for a in node.names] + [base]
+        elif (isinstance(node, ast.Call) and isinstance(node.func, (ast.Attribute, ast.Name))
+              and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            names = [node.args[0].value]  # importlib.import_module("x.y"): an import all the same
+        if isinstance(node, ast.ImportFrom) and (node.module or "") == "ttc" and not node.level:
+            # `from ttc import Engine` loads what ttc/__init__ maps the name to.
+            names += [PUBLIC[a.name] for a in node.names if a.name in PUBLIC]
         for name in names:
             while name and name not in known:
                 name = name.rpartition(".")[0]
@@ -70,7 +83,7 @@ def _runtime_nodes(tree: ast.AST):
         node = todo.pop()
         yield node
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            if isinstance(child, ast.If) and ast.unparse(child.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
                 todo.extend(child.orelse)
             else:
                 todo.append(child)
@@ -115,10 +128,15 @@ def test_the_walk_sees_the_imports_it_checks():
     assert layer("ttc.core.context") == "core" and layer("ttc.engine") == "application"
 
 
-def test_an_upward_import_would_be_caught(tmp_path):
-    """A core module that imports the engine, even lazily, is reported."""
+@pytest.mark.parametrize("source", [
+    "def f():\n    from ttc.engine import Engine\n    return Engine\n",  # lazily, inside a function
+    "from ttc import Engine\n",  # through ttc/__init__'s lazy names
+    "import importlib\nEngine = importlib.import_module('ttc.engine').Engine\n",  # by string
+    "from typing import TYPE_CHECKING\nif not TYPE_CHECKING:\n    import ttc.engine\n",  # runs at run time
+])
+def test_an_upward_import_would_be_caught(tmp_path, source):
+    """A core module that imports the engine, however it does it, is reported."""
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from ttc.engine import Engine\n    return Engine\n")
-    known = set(modules())
-    deps = imports(bad, "ttc.core.bad", known)
+    bad.write_text(source)
+    deps = imports(bad, "ttc.core.bad", set(modules()))
     assert deps == {"ttc.engine"} and layer("ttc.engine") not in ALLOWED[layer("ttc.core.bad")]

@@ -23,7 +23,7 @@ import select
 import subprocess
 import sys
 import threading
-from typing import Sequence
+from typing import Callable, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -185,18 +185,29 @@ def _equivalent(a: str, b: str) -> bool:
     return _math_verify.check(a, b)
 
 
-def group_answers(answers: Sequence[str | None]) -> list[list[int]]:
-    """Indices of equivalent answers, clustered in order of first appearance; None answers in none."""
+def group_answers(answers: Sequence[str | None],
+                  equivalent: Callable[[str, str], bool] | None = answers_match) -> list[list[int]]:
+    """Indices of equivalent answers, clustered in order of first appearance; None answers in none.
+
+    Identical strings always share a cluster and are compared once; a new distinct string joins the
+    first cluster whose first answer it is `equivalent` to (None: identical strings only), so D
+    distinct answers in C clusters cost at most D x C comparisons."""
     clusters: list[list[int]] = []
+    representatives: list[str] = []
+    by_string: dict[str, int] = {}
     for i, answer in enumerate(answers):
         if answer is None:
             continue
-        for cluster in clusters:
-            if answers_match(answer, answers[cluster[0]]):
-                cluster.append(i)
-                break
-        else:
-            clusters.append([i])
+        k = by_string.get(answer)
+        if k is None:
+            if equivalent is not None:
+                k = next((j for j, rep in enumerate(representatives) if equivalent(answer, rep)), None)
+            if k is None:
+                k = len(representatives)
+                representatives.append(answer)
+                clusters.append([])
+            by_string[answer] = k
+        clusters[k].append(i)
     return clusters
 
 

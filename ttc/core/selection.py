@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 import numpy as np
 
 from ttc.core.aggregation import Aggregation, aggregate
-from ttc.core.answers import group_answers
+from ttc.core.answers import answers_match, group_answers
 from ttc.core.errors import ConfigError
 from ttc.core.types import Trajectory
 
@@ -47,10 +47,11 @@ def vote_weight(score: float | None) -> float:
     return max(float(score), 0.0)
 
 
-def cluster_labels(answers: Sequence[str | None]) -> list[int]:
+def cluster_labels(answers: Sequence[str | None],
+                   equivalent: Callable[[str, str], bool] | None = answers_match) -> list[int]:
     """Equivalence class of each answer, numbered in order of first appearance; -1 for no answer."""
     labels = [-1] * len(answers)
-    for k, members in enumerate(group_answers(answers)):
+    for k, members in enumerate(group_answers(answers, equivalent)):
         for i in members:
             labels[i] = k
     return labels

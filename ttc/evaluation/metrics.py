@@ -41,7 +41,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ttc.core.selection import pick_many
+from ttc.core.selection import cluster_labels, pick_many
 
 __all__ = [
     "METHODS",
@@ -147,38 +147,12 @@ class _Prepared:
         return int(self.cluster_correct.shape[0])
 
 
-def _cluster_answers(answers: Sequence[str | None], equivalent: Equivalent | None) -> np.ndarray:
-    """Cluster id per answer (-1 for None), clusters numbered in order of first appearance.
-
-    Identical strings always share a cluster and are compared once. With ``equivalent``, each
-    new distinct string joins the first cluster whose representative (its first answer) it is
-    equivalent to, as ``ttc.core.answers.group_answers`` does, so a problem with D distinct
-    answers and C clusters costs at most D x C calls.
-    """
-    by_string: dict[str, int] = {}
-    representatives: list[str] = []
-    labels = np.full(len(answers), -1, dtype=np.int64)
-    for i, answer in enumerate(answers):
-        if answer is None:
-            continue
-        label = by_string.get(answer)
-        if label is None:
-            if equivalent is not None:
-                label = next((j for j, rep in enumerate(representatives) if equivalent(answer, rep)), None)
-            if label is None:
-                label = len(representatives)
-                representatives.append(answer)
-            by_string[answer] = label
-        labels[i] = label
-    return labels
-
-
 def _prepare(samples: Sequence[Sample], equivalent: Equivalent | None = None) -> _Prepared:
     answers = [s.answer for s in samples]
     for i, a in enumerate(answers):
         if a is not None and not isinstance(a, str):
             raise TypeError(f"sample {i}: answer must be a str or None, got {type(a).__name__}")
-    labels = _cluster_answers(answers, equivalent)
+    labels = np.array(cluster_labels(answers, equivalent), dtype=np.int64)  # the strategies' grouping
     sample_correct = np.array([bool(s.correct) for s in samples], dtype=bool)
     raw_scores = [getattr(s, "score", None) for s in samples]
     scores = np.array([math.nan if x is None else float(x) for x in raw_scores], dtype=np.float64)

@@ -172,7 +172,7 @@ async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, prog
             keep(config, problem, result)
 
         if recipe.pooled_budget:
-            # One budget per configuration for all its remaining problems, shared through auto's pool.
+            # One budget per configuration for all its remaining problems, shared by them (SharedBudget).
             by_id = {p.id: p for p in problems}  # the engine hands back its own copy (system prompt set)
             by_config: dict[str, list[Problem]] = {}
             for c, p in todo:
@@ -180,7 +180,8 @@ async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, prog
 
             async def pooled(config: RunConfig, group: list[Problem]) -> None:
                 await engine.asolve_pooled(group, config.budget.generated_tokens * len(group), seed=config.seed,
-                                           on_done=lambda p, r: keep(config, by_id[p.id], r), **config.options)
+                                           on_done=lambda p, r: keep(config, by_id[p.id], r),
+                                           strategy=config.strategy, **config.options)
 
             await asyncio.gather(*(pooled(c, by_config[c.label]) for c in configs if c.label in by_config))
         else:
