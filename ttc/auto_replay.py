@@ -72,7 +72,7 @@ class ProbeRecord:
     draws: list[Draw] = field(default_factory=list)
     more: dict[str, list[Draw]] = field(default_factory=dict)  # config label -> its samples at every budget
     reference: str | None = None  # the problem's reference answer (a replayed run is judged against it)
-    prompt_tokens: int = 0  # what one request of this prompt paid for its prompt, as recorded
+    prompt_tokens: int = 0  # what one sample of this prompt paid for its prompt, as recorded
     cached_prompt_tokens: int = 0
 
 
@@ -101,15 +101,15 @@ def probe_records(records: Sequence[dict[str, Any]], configs: Sequence[A.ConfigC
             cut += len(r["candidates"])
         probe_draws = draws[:len(probe["candidates"])]
         usage = probe["usage"]
-        requests = max(1, int(usage.get("requests", 1)))
+        sequences = max(1, len(probe["candidates"]))  # prompt tokens are counted once per sequence
         # auto's answer when it stops after the probe: the probe's majority
         chosen = selection.pick([d.cluster for d in probe_draws], None, "majority")
         out[pid] = ProbeRecord(
-            features=A.probe_features(_trajectories(probe), prompt_tokens=int(usage.get("prompt_tokens", 0))),
+            features=A.probe_features(_trajectories(probe), prompt_tokens=int(usage.get("prompt_tokens", 0)) // sequences),
             tokens=float(usage["generated_tokens"]), budget=int(probe["budget"]["generated_tokens"]),
             correct=chosen is not None and probe_draws[chosen].correct, draws=probe_draws, more=dict(per_label),
-            reference=probe.get("reference"), prompt_tokens=int(usage.get("prompt_tokens", 0)) // requests,
-            cached_prompt_tokens=int(usage.get("cached_prompt_tokens", 0)) // requests)
+            reference=probe.get("reference"), prompt_tokens=int(usage.get("prompt_tokens", 0)) // sequences,
+            cached_prompt_tokens=int(usage.get("cached_prompt_tokens", 0)) // sequences)
     return out
 
 

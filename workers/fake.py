@@ -171,7 +171,8 @@ class FakeGenerator(Generator):
                        for t, lp in zip(tokens, logprobs)]
             completions.append(Completion(text, n_tokens, reason, logprobs, stop, top))
         words = req.prompt.split()
-        return GenerationResult(completions, len(words), self._cached_tokens(words))
+        # Like vLLM: every sequence processes the prompt, and the cache count is the first sequence's.
+        return GenerationResult(completions, p.n * len(words), p.n * self._cached_tokens(words))
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Scripted completions honouring n, stop, max_tokens and logprobs; records each call in `calls`,

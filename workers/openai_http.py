@@ -289,12 +289,16 @@ class OpenAIHTTPGenerator(Generator):
                     top = [{str(k): float(v) for k, v in (d or {}).items()} for d in raw_top]
             completions.append(Completion(text, int(counts[i]), reason,  # type: ignore[arg-type]
                                           parsed[i][1] if params.logprobs is not None else None, stop, top))
+        # The OpenAI usage counts an n-sample prompt once; every sequence processes it, so it is charged
+        # once per sequence. The server's cached count is the first sequence's (vLLM); its siblings find
+        # at least that much cached, so n times it is a lower bound on what the cache served.
         prompt_tokens = usage.get("prompt_tokens")
         details = usage.get("prompt_tokens_details") or {}
+        n = len(completions)
         return GenerationResult(
             completions=completions,
-            prompt_tokens=int(prompt_tokens) if prompt_tokens is not None else self.count_tokens(prompt),
-            cached_prompt_tokens=int(details.get("cached_tokens") or 0),
+            prompt_tokens=n * (int(prompt_tokens) if prompt_tokens is not None else self.count_tokens(prompt)),
+            cached_prompt_tokens=n * int(details.get("cached_tokens") or 0),
         )
 
     def _tokenizer(self) -> Any:

@@ -46,7 +46,7 @@ class ReplayGenerator(Generator):
     Each request with n=k gets the next k samples (a batch of requests is served in its
     order); calibration gives the probe's samples first, then a configuration's in a
     random order. Charges are the recorded ones: each sample's `num_tokens`, and
-    `prompt_tokens` (and `cached_prompt_tokens`) per request, as the recorded run paid them.
+    `prompt_tokens` (and `cached_prompt_tokens`) per sample, as the recorded run paid them.
 
     A request for more than is left gets what is left, and once nothing is left a result
     with no completions and no charge (no backend would have been called): a strategy
@@ -94,7 +94,6 @@ class ReplayGenerator(Generator):
             k = min(req.params.n, self.left)
             due = self.samples[self.served:self.served + k]
             completions = [self._completion(s, req.params.max_tokens) for s in due]
-            paid = bool(completions)
-            results.append(GenerationResult(completions, self.prompt_tokens if paid else 0,
-                                            self.cached_prompt_tokens if paid else 0))
+            results.append(GenerationResult(completions, len(completions) * self.prompt_tokens,
+                                            len(completions) * self.cached_prompt_tokens))
         return results

@@ -146,7 +146,11 @@ class VLLMGenerator(Generator):
             reason = o.finish_reason if o.finish_reason in ("stop", "length") else "abort"
             stop = o.stop_reason if isinstance(o.stop_reason, str) else None
             completions.append(Completion(o.text, len(o.token_ids), reason, logprobs, stop, top))
-        return GenerationResult(completions, len(final.prompt_token_ids or ()), final.num_cached_tokens or 0)
+        # Every sequence processes the prompt. vLLM reports the cache hits of the first sequence only;
+        # its siblings find at least those blocks still cached, so n times it is a lower bound on what
+        # the cache served (and the FLOPs charged an upper bound).
+        n = len(final.outputs)
+        return GenerationResult(completions, n * len(final.prompt_token_ids or ()), n * (final.num_cached_tokens or 0))
 
     async def aclose(self) -> None:
         """Shut the engine down and free its memory; a later call starts a new one."""

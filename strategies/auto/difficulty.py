@@ -30,7 +30,7 @@ class ProbeFeatures:
     mean_tokens: float
     distinct: float = 0.0  # distinct answers per probe sample: 1.0 when every sample disagrees
     truncated: float = 0.0  # share of probe samples cut off at max_tokens
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # the prompt's length
 
     def to_dict(self) -> dict[str, Any]:
         return {"agreement": self.agreement, "answered": self.answered, "mean_logprob": self.mean_logprob,

@@ -101,7 +101,8 @@ class Auto(Strategy):
         shared = ctx.shared_budget
         try:
             probe = await ctx.sample(c.params(c.probe_samples, logprobs=0))
-            features = probe_features(probe, prompt_tokens=ctx.ledger.usage.prompt_tokens)
+            # the prompt's length: prompt tokens are counted once per sequence
+            features = probe_features(probe, prompt_tokens=ctx.ledger.usage.prompt_tokens // max(1, len(probe)))
             ctx.record("probe", samples=len(probe), **features.to_dict())
             vote = await ctx.offload(select, probe, "majority")
             answer, best = vote.answer, vote.best

@@ -66,20 +66,26 @@ def test_reservations_count_in_flight_requests():
     assert ledger.cap(p) == p
 
 
-def test_prompt_cap_refuses_a_prompt_that_does_not_fit():
-    ledger = Ledger(Budget(prompt_tokens=50))
+def test_prompt_cap_counts_the_prompt_once_per_sequence():
+    ledger = Ledger(Budget(prompt_tokens=100))
     assert ledger.needs_prompt_counts
     p = SamplingParams(n=2, max_tokens=10)
-    assert ledger.cap(p, prompt_tokens=40) == p
-    ledger.settle(ledger.reserve(p, 40), result(10, 10, prompt=40))
-    assert ledger.cap(p, prompt_tokens=11) is None
+    assert ledger.cap(p, prompt_tokens=40) == p  # 2 x 40 fits in 100
+    assert ledger.cap(p.replace(n=3), prompt_tokens=40) == p  # 3 x 40 does not: one fewer sample
+    r = ledger.reserve(p, 40)
+    assert r.prompt_tokens == 80
+    ledger.settle(r, result(10, 10, prompt=80))
+    assert ledger.cap(p, prompt_tokens=11) == p.replace(n=1)  # 20 left
+    assert ledger.cap(p, prompt_tokens=21) is None
     assert ledger.cap(p, prompt_tokens=10) == p
 
 
 def test_flops_cap_limits_tokens_and_cached_tokens_are_free():
     ledger = Ledger(Budget(flops=2 * 1000 * 300), num_parameters=1000)  # 300 tokens of compute
     p = SamplingParams(n=4, max_tokens=100)
-    assert ledger.cap(p, prompt_tokens=100) == p.replace(n=2)
+    assert ledger.cap(p, prompt_tokens=50) == p.replace(n=2)  # each sequence: its prompt and its tokens
+    assert ledger.cap(p, prompt_tokens=100) == p.replace(n=1)
+    assert ledger.cap(p, prompt_tokens=250) == p.replace(n=1, max_tokens=50)
     ledger.settle(ledger.reserve(p.replace(n=1), 100), result(50, prompt=100, cached=60))
     assert ledger.usage.flops == 2 * 1000 * (50 + 100 - 60)
 

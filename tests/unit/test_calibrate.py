@@ -173,7 +173,7 @@ def test_replay_generator_serves_in_order_and_charges_what_was_recorded():
     assert [t.finish_reason for t in first + second] == ["stop", "length", "stop", "length"]
     assert third == [] and gen.left == 0
     u = ctx.ledger.usage
-    assert (u.generated_tokens, u.prompt_tokens, u.requests) == (154, 24, 3)  # the empty answer costs no prompt
+    assert (u.generated_tokens, u.prompt_tokens, u.requests) == (154, 4 * 12, 3)  # per sample; the empty answer costs none
     assert scores[0] == [0.9] and scores[2] == [-0.2] and all(s[0] != s[0] for s in (scores[1], scores[3]))  # NaN
     assert u.verifier_tokens == 0
     with pytest.raises(VerifierError, match="never served"):
@@ -185,7 +185,7 @@ def test_probe_records_pair_each_probe_with_every_sample_of_each_configuration()
 
     def record(strategy, budget, answers, pid="p1"):
         return {"id": pid, "strategy": strategy, "budget": {"generated_tokens": budget}, "correct": answers[0] == "4",
-                "usage": {"generated_tokens": 10 * len(answers), "prompt_tokens": 30},
+                "usage": {"generated_tokens": 10 * len(answers), "prompt_tokens": 30 * len(answers)},
                 "candidates": [{"answer": a, "correct": a == "4", "num_tokens": 10, "finish_reason": "stop",
                                 "score": 0.5} for a in answers]}
 

@@ -41,6 +41,8 @@ async def test_fake_counts_cached_prefix_and_fails_on_request():
         await gen.generate([GenerationRequest("a b c e", SamplingParams())])
     (r3,) = await gen.generate([GenerationRequest("a b c e", SamplingParams())])
     assert r3.cached_prompt_tokens == 3
+    (r4,) = await gen.generate([GenerationRequest("a b c f g", SamplingParams(n=3))])
+    assert (r4.prompt_tokens, r4.cached_prompt_tokens) == (3 * 5, 3 * 3)  # once per sequence, as vLLM computes it
 
 
 async def test_fake_scorer_scores_every_step_and_charges_tokens():

@@ -80,7 +80,7 @@ async def test_usage_reports_http_retries_once_and_charges_only_the_answer():
     ctx = SearchContext(Problem("q"), "", gen, ledger)
     await ctx.generate([req("the prompt", n=2, max_tokens=8)])
     u = ledger.usage
-    assert (u.requests, u.generated_tokens, u.prompt_tokens) == (1, 2, 3)
+    assert (u.requests, u.generated_tokens, u.prompt_tokens) == (1, 2, 2 * 3)  # the prompt once per sequence
     assert u.lost_requests == 1 and u.lost_tokens == gen.count_tokens("the prompt") + 2 * 8
 
 

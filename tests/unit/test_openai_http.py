@@ -104,7 +104,7 @@ async def test_token_counts_logprobs_and_cached():
     [without_lp] = await gen.generate([req(n=2)])
     assert [c.num_tokens for c in with_lp.completions] == [2, 1]
     assert with_lp.completions[0].token_logprobs == [-1.0, -2.0]
-    assert with_lp.prompt_tokens == 11 and with_lp.cached_prompt_tokens == 8
+    assert with_lp.prompt_tokens == 2 * 11 and with_lp.cached_prompt_tokens == 2 * 8  # once per sequence
     assert all(c.token_logprobs is None for c in without_lp.completions)
 
 

@@ -125,33 +125,43 @@ class Ledger:
     def cap(self, params: SamplingParams, prompt_tokens: int = 0) -> SamplingParams | None:
         """The largest request within every cap, or None when not even one token fits.
 
+        `prompt_tokens` is the prompt's length; each of the n sequences processes it, so a
+        request is charged n times the prompt (less what the backend serves from its cache).
         Fewer samples at full length are preferred to many truncated ones; only
         when one full-length sample no longer fits is the last sample shortened.
         """
         secs = self.seconds_left()
         if secs is not None and secs <= 0:
             return None
+        n = params.n
         prompt_left = self._left(self.budget.prompt_tokens, self.usage.prompt_tokens, self._reserved.prompt_tokens)
-        if prompt_left is not None and prompt_tokens > prompt_left:
-            return None
+        if prompt_left is not None and prompt_tokens > 0:
+            n = min(n, prompt_left // prompt_tokens)
+            if n < 1:
+                return None
+        # Tokens one more sequence may generate, and how many full-length sequences fit.
         token_allowance = self.generated_left()
+        full = n if token_allowance is None else min(n, token_allowance // params.max_tokens)
         if self.budget.flops is not None:
-            flops_left = self._flops_left()
-            by_flops = math.floor(flops_left / (2 * self.num_parameters)) - prompt_tokens
+            tokens_by_flops = math.floor(self._flops_left() / (2 * self.num_parameters))
+            full = min(full, tokens_by_flops // (prompt_tokens + params.max_tokens))
+            by_flops = tokens_by_flops - prompt_tokens
             token_allowance = by_flops if token_allowance is None else min(token_allowance, by_flops)
+        if full >= 1:
+            return params if full == params.n else params.replace(n=full)
         if token_allowance is None:
             return params
         if token_allowance <= 0:
             return None
-        n = min(params.n, token_allowance // params.max_tokens)
-        if n >= 1:
-            return params if n == params.n else params.replace(n=n)
-        return params.replace(n=1, max_tokens=token_allowance)
+        return params.replace(n=1, max_tokens=min(params.max_tokens, token_allowance))
 
     def reserve(self, params: SamplingParams, prompt_tokens: int = 0) -> Reservation:
+        """Set aside what a request may cost at most: n x max_tokens generated, and its prompt once
+        per sequence (`prompt_tokens` is the prompt's length)."""
         tokens = params.n * params.max_tokens
-        flops = 2.0 * (self.num_parameters or 0) * (prompt_tokens + tokens)
-        r = Reservation(tokens, prompt_tokens, flops)
+        prompt = params.n * prompt_tokens
+        flops = 2.0 * (self.num_parameters or 0) * (prompt + tokens)
+        r = Reservation(tokens, prompt, flops)
         self._reserved.generated_tokens += r.generated_tokens
         self._reserved.prompt_tokens += r.prompt_tokens
         self._reserved.flops += r.flops

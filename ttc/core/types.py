@@ -69,6 +69,9 @@ class GenerationResult:
     """The completions of one request and what its prompt cost."""
 
     completions: list[Completion]
+    #: Prompt tokens processed, once per sequence: n samples of a 100-token prompt are 100n, since
+    #: each sequence needs the prompt's context. Of those, what the backend served from its cache
+    #: (costs no FLOPs); a lower bound where the backend reports only part of it.
     prompt_tokens: int
     cached_prompt_tokens: int = 0
     #: Attempts of this request the backend lost before it succeeded (a retry after a timeout, a dead
@@ -82,7 +85,7 @@ class Usage:
     """What a solve spent. FLOPs are estimated as 2 x parameters x tokens processed."""
 
     generated_tokens: int = 0
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # once per sequence (see GenerationResult), cached ones included
     cached_prompt_tokens: int = 0
     verifier_tokens: int = 0
     flops: float = 0.0
