@@ -468,7 +468,13 @@ class RayScorerPool(Scorer):
         """Score on one replica, chosen by the problem's prompt so its prefix stays cached there."""
         # A problem's trajectories share its prompt: keep them on one replica's prefix cache.
         key = affinity_key((problem.system or "") + problem.prompt)
-        return await self.replicas.call("score", (problem, list(trajectories)), key=key, weight=1)
+        lost = LostWork()
+        result = await self.replicas.call("score", (problem, list(trajectories)), key=key, weight=1, lost=lost,
+                                          cost=(1, 0))
+        # An attempt lost to a dead or hung replica did the same work as the one that answered.
+        result.lost_requests += lost.attempts + lost.requests
+        result.lost_tokens += lost.attempts * result.verifier_tokens + lost.tokens
+        return result
 
     def estimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
         """A replica's verifier-token estimate (blocking call)."""

@@ -206,3 +206,52 @@ def _route(by_prompt_key, router):
         return next(r for r in router.replicas if r.handle is handles[key])
 
     return pick
+
+
+# ---- scoring: lost attempts reach usage as generation's do ------------------------------------------
+
+async def test_ray_scorer_pool_reports_a_dead_replicas_scoring_attempt():
+    pytest.importorskip("ray")
+    from ttc.core.types import Trajectory
+    from ttc.testing import FakeScorer
+    from workers.cluster import ClusterConfig, ReplicaPoolConfig
+    from workers.ray_host import Failure
+    from workers.ray_pool import RayScorerPool
+
+    class ScoringReplica:
+        def __init__(self, outcomes=()):
+            self.outcomes, self.scorer = list(outcomes), FakeScorer({}, tokens_per_step=5)
+            self.score = _Method(self._score)
+
+        async def _score(self, problem, trajectories):
+            return self.outcomes.pop(0) if self.outcomes else await self.scorer.score(problem, trajectories)
+
+    pool = RayScorerPool("fake", {}, ClusterConfig(address="local", scorer=ReplicaPoolConfig(replicas=2)))
+
+    async def started():
+        return None
+
+    pool.replicas.astart, pool.replicas._kill = started, (lambda actor: None)
+    for r in (ScoringReplica([Failure("engine died", retryable=False, dead=True)]), ScoringReplica()):
+        await pool.replicas.router.add(r)
+    ledger = Ledger(Budget(generated_tokens=100))
+    ctx = SearchContext(Problem("q"), "", FakeGenerator(), ledger, pool)
+    await ctx.score([Trajectory(["a\n\n", "b"], 2, "stop", answer="1")])
+    u = ledger.usage
+    # The dead replica's attempt did the same work as the one that answered: one request, 10 tokens.
+    assert (u.verifier_tokens, u.lost_requests, u.lost_tokens) == (10, 1, 10)
+
+
+async def test_a_failed_score_reports_what_its_backend_lost_retrying():
+    from ttc.core.plugins import Scorer
+    from ttc.core.types import Trajectory
+
+    class Failing(Scorer):
+        async def score(self, problem, trajectories):
+            raise BackendError("PRM server gone", retryable=False, lost_requests=2, lost_tokens=30)
+
+    ledger = Ledger(Budget(generated_tokens=100))
+    ctx = SearchContext(Problem("q"), "", FakeGenerator(), ledger, Failing())
+    with pytest.raises(BackendError):
+        await ctx.score([Trajectory(["a"], 1, "stop", answer="1")])
+    assert (ledger.usage.lost_requests, ledger.usage.lost_tokens) == (3, 30)  # its retries, and the failed call

@@ -187,9 +187,14 @@ class SearchContext:
             self.budget_limited = True
             self.record("time_budget_exhausted", pending_scores=len(trajectories))
             return None
-        except BaseException:
+        except BaseException as exc:
             self.ledger.lose(reservation)
+            if isinstance(exc, BackendError):  # what the scorer's backend lost retrying before it failed
+                self.ledger.usage.lost_requests += exc.lost_requests
+                self.ledger.usage.lost_tokens += exc.lost_tokens
             raise
+        self.ledger.usage.lost_requests += result.lost_requests
+        self.ledger.usage.lost_tokens += result.lost_tokens
         self.ledger.settle_verifier(reservation, result.verifier_tokens, requests=result.requests,
                                     num_parameters=params)
         for t, s in zip(trajectories, result.step_scores):

@@ -94,6 +94,10 @@ class ScoreResult:
     verifier_tokens: int = 0
     #: Model calls the scoring made (a PRM pass: 1; self-evaluation: one per judged step; the oracle: 0).
     requests: int = 0
+    #: Attempts lost before the scoring succeeded (a dead replica, a retry) and the verifier tokens
+    #: they may have used, reported in `usage.lost_*` as generation's are.
+    lost_requests: int = 0
+    lost_tokens: int = 0
 
 
 class Scorer(Worker):
