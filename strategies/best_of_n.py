@@ -18,9 +18,12 @@ from ttc.core.selection import choose
 class BestOfNConfig(SampledStrategyConfig):
     """N samples and a rule to choose among them."""
 
-    selection: Literal["majority", "verifier", "weighted"] = Field(
-        "majority", description="majority vote, highest verifier score, or verifier-weighted majority."
+    selection: Literal["majority", "verifier", "weighted", "combined"] = Field(
+        "majority", description="majority vote, highest verifier score, verifier-weighted majority, or votes and "
+        "verifier combined (log votes + verifier_weight x logit of the mean score per answer)."
     )
+    verifier_weight: float = Field(1.0, ge=0.0, le=1000.0,
+                                   description="selection 'combined': weight g of the verifier's logit against log votes.")
     aggregation: Aggregation = Field("last", description="How per-step scores become one: last, min, prod, mean.")
 
 
@@ -40,7 +43,7 @@ class BestOfN(SampledStrategy):
         logprobs = 0 if self.needs_scorer() and ctx.scorer is not None and ctx.scorer.needs_logprobs else None
         ctx.record("sample", n=n, max_tokens=c.max_tokens)
         candidates = await self.draw(ctx, logprobs)
-        choice = await choose(ctx, candidates, c.selection, c.aggregation)
+        choice = await choose(ctx, candidates, c.selection, c.aggregation, verifier_weight=c.verifier_weight)
         metrics = {"samples_requested": n, "samples": len(candidates), "selection": choice.selection}
         if choice.votes is not None:
             metrics["votes"] = choice.votes

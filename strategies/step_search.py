@@ -42,8 +42,11 @@ class StepSearchConfig(SampledStrategyConfig):
     max_steps: int = Field(12, ge=1, le=1000, description="Most steps in one trajectory.")
     max_step_tokens: int = Field(128, ge=1, description="Most tokens in one step.")
     aggregation: Aggregation = Field("last", description="Per-step scores -> one: last, min, prod, mean.")
-    selection: Literal["weighted", "verifier", "majority"] = Field(
-        "weighted", description="Final answer: score-weighted majority, best score, or plain majority.")
+    selection: Literal["weighted", "verifier", "majority", "combined"] = Field(
+        "weighted", description="Final answer: score-weighted majority, best score, plain majority, or votes and "
+        "verifier combined (log votes + verifier_weight x logit of the mean score per answer).")
+    verifier_weight: float = Field(1.0, ge=0.0, le=1000.0,
+                                   description="selection 'combined': weight g of the verifier's logit against log votes.")
 
 
 class BeamWidthConfig(StepSearchConfig):
@@ -226,7 +229,8 @@ class StepSearch(SampledStrategy):
                      metrics: dict) -> Outcome:
         """Pick the answer among finished trajectories (or, if none finished, the live ones)."""
         finalists = completed or active
-        choice = await choose(ctx, finalists, self.config.selection, self.config.aggregation, rescore=False)
+        choice = await choose(ctx, finalists, self.config.selection, self.config.aggregation, rescore=False,
+                              verifier_weight=self.config.verifier_weight)
         if choice.votes is not None:
             metrics["votes"] = choice.votes
         metrics.update(completed=len(completed), selection=choice.selection,

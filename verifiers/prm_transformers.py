@@ -32,6 +32,7 @@ from ttc.core.errors import ConfigError, VerifierError
 from ttc.core.plugins import ScoreResult
 from ttc.core.types import Problem, Trajectory
 from verifiers.prm_base import PRMScorer
+from verifiers.trained import with_trained_format
 
 # Tokenizations kept between estimate_tokens() and the score() call that follows it.
 _CACHE_SIZE = 256
@@ -66,6 +67,11 @@ class TransformersPRMConfig(StrictModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weight dtype; 'auto' = float32 on cpu, the checkpoint's own dtype on cuda.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _trained_format(cls, data: Any) -> Any:
+        return with_trained_format(data, "transformers")
 
     @field_validator("prompt_template")
     @classmethod
@@ -234,8 +240,9 @@ class TransformersPRMScorer(PRMScorer):
             self._cache.popitem(last=False)
         return ids, positions
 
-    def _encode(self, problem: Problem, trajectories: Sequence[Trajectory]) -> list[tuple[list[int], list[int]] | None]:
-        """One (ids, tag positions) per trajectory; None for a trajectory without steps."""
+    def encode(self, problem: Problem, trajectories: Sequence[Trajectory]) -> list[tuple[list[int], list[int]] | None]:
+        """One (ids, tag positions) per trajectory; None for a trajectory without steps. The one place the
+        scoring input is built: `ttc train-verifier` trains on exactly these positions."""
         if not any(t.steps for t in trajectories):
             return [None] * len(trajectories)
         self._load_tokenizer()
@@ -257,7 +264,7 @@ class TransformersPRMScorer(PRMScorer):
 
     # ---- scoring -------------------------------------------------------------------------------
     def estimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
-        return sum(len(e[0]) for e in self._encode(problem, trajectories) if e is not None)
+        return sum(len(e[0]) for e in self.encode(problem, trajectories) if e is not None)
 
     async def score(self, problem: Problem, trajectories: Sequence[Trajectory]) -> ScoreResult:
         if not any(t.steps for t in trajectories):
@@ -265,7 +272,7 @@ class TransformersPRMScorer(PRMScorer):
         return await asyncio.to_thread(self._score_sync, problem, list(trajectories))
 
     def _score_sync(self, problem: Problem, trajectories: list[Trajectory]) -> ScoreResult:
-        encoded = self._encode(problem, trajectories)
+        encoded = self.encode(problem, trajectories)
         self._load_model()
         scores: list[list[float]] = [[] for _ in trajectories]
         todo = sorted((i for i, e in enumerate(encoded) if e is not None), key=lambda i: len(encoded[i][0]))

@@ -49,6 +49,7 @@ from ttc.core.errors import VerifierError
 from ttc.core.plugins import ScoreResult
 from ttc.core.types import Problem, Trajectory
 from verifiers.prm_base import PRMScorer
+from verifiers.trained import with_trained_format
 from workers.vllm_engine import (
     CpuKVCacheGB, MaxModelLen, RequiredModel, VLLMEngineOptions, is_cpu_build,
     offline_for_local_folder, request_errors, start_engine,
@@ -89,6 +90,11 @@ class VLLMPRMConfig(VLLMEngineOptions):
         description="Math-Shepherd-style causal LM: vocabulary ids [good, bad, ...] whose logits at the step tag "
         "are soft-maxed; the step score is the probability of the first. None = a native PRM head.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _trained_format(cls, data):
+        return with_trained_format(data, "vllm")
 
     @model_validator(mode="after")
     def _distinct_returned_ids(self):

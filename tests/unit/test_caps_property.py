@@ -31,7 +31,7 @@ def scorer_of(kind: str, rng: random.Random):
 def options_of(strategy: str, rng: random.Random) -> dict:
     options = {"max_tokens": rng.randint(16, 200)}
     if strategy in ("best_of_n",):
-        options["selection"] = rng.choice(["majority", "weighted", "verifier"])
+        options["selection"] = rng.choice(["majority", "weighted", "verifier", "combined"])
     if strategy in ("beam_search", "dvts", "rebase", "particle_filtering"):
         options.update(max_step_tokens=rng.randint(4, 40), n=rng.choice([2, 4, 8]), max_steps=rng.randint(1, 6))
         if strategy in ("beam_search", "dvts"):

@@ -8,7 +8,11 @@ same everywhere:
 - weighted: as majority, each vote weighing the candidate's score, clamped at 0
   (a negative, NaN or missing score adds nothing, and never subtracts);
 - verifier: the highest-scored candidate that has an answer (the highest-scored
-  of all when none has one).
+  of all when none has one);
+- combined: votes and verifier together, per answer log(votes) + g x logit(mean score
+  of its candidates), scores taken as probabilities (clipped to [1e-4, 1 - 1e-4]) and g
+  (`verifier_weight`) fitted on calibration data: a verifier that separates right from
+  wrong can overturn a narrow majority, not a wide one. g = 0 is majority voting.
 
 Ties go to the answer (or candidate) seen first, a stable, seed-free rule; totals
 within a relative 1e-9 are tied, since sums of the same scores in another order
@@ -33,8 +37,10 @@ from ttc.core.types import Trajectory
 if TYPE_CHECKING:
     from ttc.core.context import SearchContext
 
-Rule = Literal["majority", "weighted", "verifier"]
-RULES: tuple[str, ...] = ("majority", "weighted", "verifier")
+Rule = Literal["majority", "weighted", "verifier", "combined"]
+RULES: tuple[str, ...] = ("majority", "weighted", "verifier", "combined")
+#: Scores are clipped this far inside (0, 1) before their logit is taken (the combined rule).
+LOGIT_CLIP = 1e-4
 
 #: Relative distance within which two vote totals (or scores) count as tied.
 TIE_RTOL = 1e-9
@@ -57,10 +63,11 @@ def cluster_labels(answers: Sequence[str | None],
     return labels
 
 
-def pick_many(labels: np.ndarray, scores: np.ndarray | None, rule: str) -> np.ndarray:
+def pick_many(labels: np.ndarray, scores: np.ndarray | None, rule: str, verifier_weight: float = 1.0
+              ) -> np.ndarray:
     """The chosen column of each row: `labels` (T, k) answer classes (-1 = no answer) of k candidates
-    in the order drawn, `scores` (T, k) their scores (needed by weighted and verifier). -1 for an
-    empty row."""
+    in the order drawn, `scores` (T, k) their scores (needed by weighted, verifier and combined). -1
+    for an empty row."""
     labels = np.asarray(labels, dtype=np.int64)
     if labels.ndim != 2:
         raise ValueError(f"labels must be a (trials, k) array, got shape {labels.shape}")
@@ -80,12 +87,23 @@ def pick_many(labels: np.ndarray, scores: np.ndarray | None, rule: str) -> np.nd
     if rule == "verifier":
         eligible = np.where(answered.any(axis=1, keepdims=True), answered, True)
         return _first_max(weights, eligible)
-    weights = np.where(answered, np.maximum(weights, 0.0), 0.0)
+    if rule == "combined":
+        # Per answer: log(votes) + g x logit(mean score); a NaN score counts as the lowest probability.
+        probs = np.clip(np.where(np.isfinite(weights), weights, 0.0), LOGIT_CLIP, 1 - LOGIT_CLIP)
+        weights = np.where(answered, probs, 0.0)
+    else:
+        weights = np.where(answered, np.maximum(weights, 0.0), 0.0)
     width = int(labels.max()) + 1 if answered.any() else 1
     rows = np.arange(trials)[:, None]
     flat = (rows * width + np.where(answered, labels, 0))[answered]
     totals = np.bincount(flat, weights=weights[answered], minlength=trials * width).reshape(trials, width)
-    present = np.bincount(flat, minlength=trials * width).reshape(trials, width) > 0
+    counts = np.bincount(flat, minlength=trials * width).reshape(trials, width)
+    present = counts > 0
+    if rule == "combined":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = totals / np.maximum(counts, 1)
+            totals = np.where(present, np.log(np.maximum(counts, 1)) + verifier_weight * np.log(mean / (1 - mean)),
+                              -np.inf)
     first = np.full(trials * width, k, dtype=np.int64)
     np.minimum.at(first, flat, np.broadcast_to(np.arange(k), labels.shape)[answered])
     first = first.reshape(trials, width)
@@ -108,12 +126,13 @@ def _first_max(values: np.ndarray, eligible: np.ndarray) -> np.ndarray:
     return _tied_max(values, eligible).argmax(axis=1)
 
 
-def pick(labels: Sequence[int], scores: Sequence[float] | None, rule: str) -> int | None:
+def pick(labels: Sequence[int], scores: Sequence[float] | None, rule: str, verifier_weight: float = 1.0
+         ) -> int | None:
     """`pick_many` for one row: the chosen index, None when there are no candidates."""
     if not labels:
         return None
     row = None if scores is None else np.asarray([scores], dtype=np.float64)
-    return int(pick_many(np.asarray([labels]), row, rule)[0])
+    return int(pick_many(np.asarray([labels]), row, rule, verifier_weight)[0])
 
 
 @dataclass
@@ -126,13 +145,14 @@ class Choice:
     votes: dict[str, float] | None = field(default=None)
 
 
-def select(candidates: Sequence[Trajectory], rule: str, scores: Sequence[float] | None = None) -> Choice:
+def select(candidates: Sequence[Trajectory], rule: str, scores: Sequence[float] | None = None,
+           verifier_weight: float = 1.0) -> Choice:
     """Apply `rule` to trajectories (CPU work: answer equivalence; run it off the event loop)."""
     labels = cluster_labels([t.answer for t in candidates])
-    i = pick(labels, None if rule == "majority" else scores, rule)
+    i = pick(labels, None if rule == "majority" else scores, rule, verifier_weight)
     best = candidates[i] if i is not None else None
     votes = None
-    if rule != "verifier":
+    if rule not in ("verifier", "combined"):
         weights = [1.0 if rule == "majority" else vote_weight(s) for s in (scores or [1.0] * len(candidates))]
         totals: dict[int, float] = {}
         for label, w in zip(labels, weights):
@@ -144,7 +164,7 @@ def select(candidates: Sequence[Trajectory], rule: str, scores: Sequence[float] 
 
 
 async def choose(ctx: "SearchContext", candidates: Sequence[Trajectory], rule: str,
-                 aggregation: Aggregation = "last", *, rescore: bool = True) -> Choice:
+                 aggregation: Aggregation = "last", *, rescore: bool = True, verifier_weight: float = 1.0) -> Choice:
     """The final choice of a strategy. Majority needs no scores. Otherwise the candidates are scored
     in one call (`rescore`) or their step scores from the search are used; when the verifier budget
     is spent, the vote falls back to majority rather than lose the candidates."""
@@ -160,4 +180,4 @@ async def choose(ctx: "SearchContext", candidates: Sequence[Trajectory], rule: s
         scores = [aggregate(s, aggregation) for s in step_scores]
         if rescore:
             ctx.record("scored", scores=[round(s, 6) for s in scores])
-    return await ctx.offload(select, candidates, rule if candidates else "majority", scores)
+    return await ctx.offload(select, candidates, rule if candidates else "majority", scores, verifier_weight)

@@ -18,6 +18,7 @@ from ttc.core.budget import Budget
 from ttc.core.config import StrictModel, validate
 from ttc.engine_config import EngineConfig, EngineOptions
 from ttc.evaluation.datasets import DatasetConfig
+from ttc.evaluation.labeling import LabelOptions
 from ttc.core.errors import BudgetError, ConfigError
 from ttc.core.registry import BACKENDS, STRATEGIES, VERIFIERS, build
 
@@ -77,6 +78,8 @@ class Recipe(EngineOptions):
         False, description="strategy auto only: each budget is the average per problem of ONE budget shared by "
                            "the whole dataset, so easy prompts hand compute to hard ones.")
     output: str = Field("runs/{name}", description="Output folder; {name} is replaced by the recipe name.")
+    label: LabelOptions = Field(default_factory=LabelOptions,
+                                description="`ttc label` only: how step labels are sampled and estimated.")
     #: Folder of the recipe file: relative dataset paths are resolved against it.
     _base_dir: Path | None = PrivateAttr(None)
 

@@ -1,0 +1,127 @@
+"""`ttc eval-verifier`: any scorer on held-out labelled candidates.
+
+Reads label files (`ttc label`; `label.continuations: 0` is enough for outcome metrics),
+scores every candidate's steps with the scorer through the engine (so its tokens are
+counted), and reports step-level AUROC against J (where J is known), outcome AUROC,
+within-problem AUROC, and the accuracy of each selection rule on the same candidates (so
+at exactly matched generated tokens) against majority voting, with paired bootstrap
+intervals and the share of outvoted right answers each rule recovers. With a calibration
+label file, the combined rule's weight g is fitted there; without one g = 1.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any, Callable
+
+from ttc.core.aggregation import aggregate
+from ttc.evaluation.labeling import problem_of, read_labels, trajectories_of
+from ttc.evaluation.verifier_metrics import (
+    auroc, fit_verifier_weight, outvoted_recovered, paired_bootstrap, selection_accuracy, subsample,
+    within_problem_auroc,
+)
+
+
+async def score_records(engine, records: list[dict[str, Any]], verifier: str | None = None,
+                        progress: Callable[[int], None] | None = None) -> tuple[list[list[list[float]]], dict]:
+    """Per record, per candidate, the step scores; and the usage the scoring cost, summed."""
+    total: dict[str, float] = {}
+
+    async def one(r):
+        scores, usage = await engine.ascore(problem_of(r), trajectories_of(r), verifier=verifier)
+        for k, v in usage.to_dict().items():
+            total[k] = total.get(k, 0) + v
+        if progress:
+            progress(1)
+        return scores
+
+    out = await asyncio.gather(*(one(r) for r in records))
+    return list(out), total
+
+
+def candidates_of(records, scores, samples: int | None, seed: int = 0) -> list[dict[str, Any]]:
+    """Per problem: answers, correctness and outcome score (the last step's) of its candidates."""
+    problems = [{"id": r["id"], "answers": [s["answer"] for s in r["samples"]],
+                 "correct": [bool(s["correct"]) for s in r["samples"]],
+                 "scores": [aggregate(st, "last") if st else float("nan") for st in per]}
+                for r, per in zip(records, scores)]
+    return subsample(problems, samples, seed) if samples else problems
+
+
+def metrics(records, scores, calibration: list[dict[str, Any]] | None, samples: int, seed: int = 0
+            ) -> dict[str, Any]:
+    """Every figure of the evaluation (see the module doc)."""
+    step_s, step_y = [], []
+    outcome = []
+    for r, per in zip(records, scores):
+        for s, st in zip(r["samples"], per):
+            for v, x in zip(s["j"][:-1], st[:-1]):
+                if v is not None:
+                    step_s.append(x)
+                    step_y.append(v >= 0.5)
+            if st:
+                outcome.append((r["id"], bool(s["correct"]), st[-1]))
+    problems = candidates_of(records, scores, samples, seed)
+    g, cal_acc = fit_verifier_weight(calibration) if calibration else (1.0, None)
+    rules = {"majority": ("majority", 0.0), "weighted": ("weighted", 0.0), "best_of_n": ("verifier", 0.0),
+             "combined": ("combined", g)}
+    acc = selection_accuracy(problems, rules)
+    out: dict[str, Any] = {
+        "problems": len(records), "samples": samples,
+        "step_auroc": _r(auroc(step_s, step_y)), "steps_with_j": len(step_s),
+        "outcome_auroc": _r(auroc([s for _, _, s in outcome], [y for _, y, _ in outcome])),
+        "within_problem_auroc": _r(within_problem_auroc(outcome)),
+        "verifier_weight": g, "calibration_accuracy": _r(cal_acc),
+        "oracle_coverage": round(sum(any(p["correct"]) for p in problems) / max(len(problems), 1), 4),
+        "rules": {},
+    }
+    for name, correct in acc.items():
+        row = {"accuracy": round(sum(correct) / max(len(correct), 1), 4)}
+        if name != "majority":
+            gain, lo, hi = paired_bootstrap(correct, acc["majority"], seed=seed)
+            row.update(gain_points=round(gain, 2), ci_low=round(lo, 2), ci_high=round(hi, 2),
+                       **outvoted_recovered(problems, correct, acc["majority"]))
+        out["rules"][name] = row
+    return out
+
+
+def _r(x):
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, 4)
+
+
+def evaluate_verifier(engine, heldout_path, *, verifier: str | None = None, calibration_path=None,
+                      samples: int = 16, seed: int = 0, progress: Callable[[int], None] | None = None
+                      ) -> dict[str, Any]:
+    """Score held-out (and calibration) candidates with the engine's verifier (or `verifier`), then
+    compute `metrics`."""
+    records = read_labels(heldout_path)
+    cal_records = read_labels(calibration_path) if calibration_path else None
+
+    async def go():
+        scores, usage = await score_records(engine, records, verifier, progress)
+        cal = None
+        if cal_records is not None:
+            cal_scores, cal_usage = await score_records(engine, cal_records, verifier, progress)
+            cal = candidates_of(cal_records, cal_scores, samples, seed)
+            for k, v in cal_usage.items():
+                usage[k] = usage.get(k, 0) + v
+        return scores, cal, usage
+
+    scores, cal, usage = asyncio.run(go())
+    out = metrics(records, scores, cal, samples, seed)
+    out["scoring_usage"] = {k: usage.get(k, 0) for k in ("verifier_tokens", "generated_tokens", "requests")}
+    return out
+
+
+def table(name: str, m: dict[str, Any]) -> str:
+    lines = [f"{name}: {m['problems']} problems x {m['samples']} samples; step AUROC {m['step_auroc']} "
+             f"({m['steps_with_j']} steps), outcome AUROC {m['outcome_auroc']}, within-problem AUROC "
+             f"{m['within_problem_auroc']}; combined g={m['verifier_weight']}",
+             f"  {'rule':<10} {'accuracy':>8} {'gain':>7} {'95% CI':>16} {'outvoted recovered':>20} {'wins/losses':>12}"]
+    for rule, row in m["rules"].items():
+        ci = f"[{row['ci_low']:+.1f}, {row['ci_high']:+.1f}]" if "ci_low" in row else ""
+        rec = f"{row['recovered']}/{row['outvoted']}" if "outvoted" in row else ""
+        wl = f"{row['wins']}/{row['losses']}" if "wins" in row else ""
+        gain = f"{row['gain_points']:+.1f}" if "gain_points" in row else ""
+        lines.append(f"  {rule:<10} {row['accuracy']:>8.1%} {gain:>7} {ci:>16} {rec:>20} {wl:>12}")
+    return "\n".join(lines)
