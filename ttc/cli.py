@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. label.continuations=8")
     lab.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    vp = sub.add_parser("verifier-pipeline", parents=[common],
+                        help="label a recipe's dataset, train a verifier on it and evaluate it on held-out problems")
+    vp.add_argument("recipe", help="recipe with label:, train: and evaluate_verifier: sections")
+    vp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides")
+    vp.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     tv = sub.add_parser("train-verifier", parents=[common],
                         help="train a process reward model on a label file (probe on a frozen model by default)")
     tv.add_argument("labels", help="label file written by `ttc label`")
@@ -287,6 +293,18 @@ def cmd_label(args) -> int:
     return 1 if s["errors"] else 0
 
 
+def cmd_verifier_pipeline(args) -> int:
+    from ttc.core.config import parse_assignments
+    from ttc.evaluation.recipe import load_recipe
+    from ttc.evaluation.verifier_pipeline import run_pipeline
+
+    recipe = load_recipe(args.recipe, parse_assignments(args.overrides))
+    result = run_pipeline(recipe, progress=False if args.no_progress else args.terminal,
+                          log=lambda m: print(m, flush=True))
+    print(f"figures: {recipe.output_dir() / 'verifier_eval.json'}; verifier: {recipe.output_dir() / 'verifier'}")
+    return 0 if result else 1
+
+
 def cmd_train_verifier(args) -> int:
     from ttc.core.config import parse_assignments, validate
     from ttc.verifier_training import TrainConfig, train_verifier
@@ -345,6 +363,7 @@ def cmd_calibrate(args) -> int:
 
 COMMANDS = {"solve": "cmd_solve", "run": "cmd_run", "calibrate": "cmd_calibrate", "submit": "cmd_submit",
             "jobs": "cmd_jobs", "label": "cmd_label", "train-verifier": "cmd_train_verifier",
+            "verifier-pipeline": "cmd_verifier_pipeline",
             "eval-verifier": "cmd_eval_verifier"}
 
 

@@ -323,7 +323,7 @@ def train_verifier(labels: str | Path, out: str | Path, config: TrainConfig,
     x_val, y_val = features("val")
     val_loss, train_loss, l2, w = fit_probe(x_train, y_train, x_val, y_val, config.l2, config.max_iterations, log)
     write_readout(model, w, good_id, bad_id)
-    chosen = {"l2": l2, "probe_train_loss": round(train_loss, 5), "probe_validation_loss": round(val_loss, 5)}
+    chosen = {"chosen_l2": l2, "probe_train_loss": round(train_loss, 5), "probe_validation_loss": round(val_loss, 5)}
     if config.method != "probe":
         for p in model.parameters():
             p.requires_grad_(config.method == "full")
@@ -392,7 +392,7 @@ Scores every step of a solution: P(good) at the last token of each step tag. Loa
 below is read from `{FORMAT_FILE}`.
 
 - **Base:** `{info['base']}`, cut after {info['layers']} of {info['base_layers']} layers
-- **Method:** {t['method']} (targets: {t['targets']}, seed {t['seed']}{f", L2 {t['l2']}" if t['method'] == 'probe' else ''})
+- **Method:** {t['method']} (targets: {t['targets']}, seed {t['seed']}{f", L2 {t['chosen_l2']}" if t['method'] == 'probe' else ''})
 - **Format:** problem as `{t['prompt_template']!r}`, step tag `{t['step_tag']!r}`, good `{t['good_token']!r}` / bad `{t['bad_token']!r}`
 - **Data:** `{d['labels']}`: {d['problems']} problems ({d['train_problems']} train / {d['validation_problems']} validation,
   split by problem), {d['train_steps']} / {d['validation_steps']} scored steps; policy {d.get('policy')}

@@ -40,6 +40,9 @@ class LabelOptions(StrictModel):
     max_prefixes: int = Field(
         8, ge=0, le=1024, description="Intermediate step prefixes estimated per trajectory, from the first; later "
         "steps keep J unknown (null).")
+    step_labelled_samples: int | None = Field(
+        None, ge=0, description="Samples per problem whose steps are estimated (the first ones); the others get "
+        "outcome labels only. None = all. Continuations cost several times the samples themselves.")
     threshold: float = Field(
         0.5, gt=0.0, le=1.0, description="Hard label of a step: 1 when its J is at least this.")
     output: str = Field("{output}/labels.jsonl", description="Label file; {output} is the recipe's output folder.")
@@ -64,8 +67,9 @@ class RolloutLabeler(Strategy):
         # J of every intermediate prefix, each distinct prefix estimated once (samples often share steps).
         wanted: dict[str, int] = {}
         per_sample: list[list[str]] = []
-        for t in samples:
-            prefixes = step_prefixes(t.steps)[:-1][:o.max_prefixes] if o.continuations else []
+        labelled = len(samples) if o.step_labelled_samples is None else o.step_labelled_samples
+        for k, t in enumerate(samples):
+            prefixes = step_prefixes(t.steps)[:-1][:o.max_prefixes] if o.continuations and k < labelled else []
             per_sample.append(prefixes)
             for p in prefixes:
                 wanted.setdefault(p, len(wanted))
@@ -129,12 +133,19 @@ def read_labels(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-async def label_recipe_async(recipe, *, engine=None, progress: "bool | TextIO" = True) -> dict[str, Any]:
-    """Label the recipe's dataset; returns the summary (also written next to the label file)."""
+async def label_recipe_async(recipe, *, engine=None, progress: "bool | TextIO" = True,
+                             exclude_prompts: set[str] = frozenset()) -> dict[str, Any]:
+    """Label the recipe's dataset; returns the summary. A problem whose prompt is in `exclude_prompts`,
+    or repeats an earlier problem's prompt, is left out (generated datasets repeat small problems)."""
     from ttc.engine import Engine
 
     options: LabelOptions = recipe.label
-    problems = load_problems(recipe.dataset, recipe._base_dir)
+    seen = set(exclude_prompts)
+    problems = []
+    for p in load_problems(recipe.dataset, recipe._base_dir):
+        if p.prompt not in seen:
+            seen.add(p.prompt)
+            problems.append(p)
     missing = [p.id for p in problems if p.reference is None]
     if missing:
         raise ConfigError(f"dataset: `ttc label` needs a reference answer for every problem; {len(missing)} have "

@@ -19,6 +19,8 @@ from ttc.core.config import StrictModel, validate
 from ttc.engine_config import EngineConfig, EngineOptions
 from ttc.evaluation.datasets import DatasetConfig
 from ttc.evaluation.labeling import LabelOptions
+from ttc.evaluation.verifier_eval import VerifierEvalOptions
+from ttc.verifier_training import TrainConfig
 from ttc.core.errors import BudgetError, ConfigError
 from ttc.core.registry import BACKENDS, STRATEGIES, VERIFIERS, build
 
@@ -80,6 +82,11 @@ class Recipe(EngineOptions):
     output: str = Field("runs/{name}", description="Output folder; {name} is replaced by the recipe name.")
     label: LabelOptions = Field(default_factory=LabelOptions,
                                 description="`ttc label` only: how step labels are sampled and estimated.")
+    train: TrainConfig = Field(default_factory=TrainConfig,
+                               description="`ttc verifier-pipeline` only: how the verifier is trained.")
+    evaluate_verifier: VerifierEvalOptions = Field(
+        default_factory=VerifierEvalOptions,
+        description="`ttc verifier-pipeline` only: held-out and tuning problems, baselines, search comparison.")
     #: Folder of the recipe file: relative dataset paths are resolved against it.
     _base_dir: Path | None = PrivateAttr(None)
 

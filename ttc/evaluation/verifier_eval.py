@@ -14,7 +14,11 @@ import asyncio
 import math
 from typing import Any, Callable
 
+from pydantic import Field
+
 from ttc.core.aggregation import aggregate
+from ttc.core.config import StrictModel
+from ttc.evaluation.datasets import DatasetConfig
 from ttc.evaluation.labeling import problem_of, read_labels, trajectories_of
 from ttc.evaluation.verifier_metrics import (
     auroc, fit_verifier_weight, outvoted_recovered, paired_bootstrap, selection_accuracy, subsample,
@@ -125,3 +129,29 @@ def table(name: str, m: dict[str, Any]) -> str:
         gain = f"{row['gain_points']:+.1f}" if "gain_points" in row else ""
         lines.append(f"  {rule:<10} {row['accuracy']:>8.1%} {gain:>7} {ci:>16} {rec:>20} {wl:>12}")
     return "\n".join(lines)
+
+
+class SearchComparison(StrictModel):
+    """A step search guided by the trained verifier against best-of-N majority at the same budgets."""
+
+    strategy: str = Field("beam_search", description="The verifier-guided strategy (any registered name).")
+    options: dict[str, Any] = Field(default_factory=dict, description="Its options.")
+    problems: int = Field(64, ge=1, description="Held-out problems it runs on (the first ones).")
+    budgets: list[int] = Field(default_factory=lambda: [1024, 2048], min_length=1,
+                               description="Generated-token budgets per problem.")
+
+
+class VerifierEvalOptions(StrictModel):
+    """The `evaluate_verifier:` section of a recipe (`ttc verifier-pipeline`)."""
+
+    heldout: DatasetConfig | None = Field(None, description="Held-out problems (required by the pipeline); prompts "
+                                          "that also occur in the recipe's dataset are removed.")
+    tuning: DatasetConfig | None = Field(None, description="Problems on which the combined rule's weight is fitted; "
+                                         "None = g = 1.")
+    samples: int = Field(16, ge=1, le=4096, description="Candidates per problem (labelled and used for selection).")
+    baselines: list[str] = Field(default_factory=lambda: ["mean_logprob"],
+                                 description="Other scorers evaluated on the same candidates.")
+    baseline_problems: int | None = Field(None, ge=1, description="Held-out problems the baselines score (the first "
+                                          "ones); None = all. Self-evaluation is costly on CPU.")
+    search: SearchComparison | None = Field(default_factory=SearchComparison,
+                                            description="Search against voting; None = skip.")
