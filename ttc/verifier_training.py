@@ -65,6 +65,13 @@ class TrainConfig(StrictModel):
     prompt_template: str = Field("{problem}\n\n", description="How the problem precedes the steps.")
 
 
+def file_sha256(path: Path) -> str:
+    """The label file's content hash: a verifier records what it was trained on."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 # ---- examples ---------------------------------------------------------------------------------
 
 def examples(records: Sequence[dict[str, Any]], targets: str) -> list[tuple[int, Any, list, list[float | None]]]:
@@ -345,7 +352,8 @@ def train_verifier(labels: str | Path, out: str | Path, config: TrainConfig,
                    "prompt_template": config.prompt_template, "good_id": good_id, "bad_id": bad_id},
         "base": base, "layers": layer, "base_layers": total_layers,
         "training": {**config.model_dump(mode="json"), **chosen},
-        "data": {"labels": str(Path(labels).resolve()), "problems": len(records), "train_problems": len(train_ids),
+        "data": {"labels": str(Path(labels).resolve()), "labels_sha256": file_sha256(Path(labels)),
+                 "problems": len(records), "train_problems": len(train_ids),
                  "validation_problems": len(val_ids), "too_long": too_long,
                  "policy": records[0].get("policy"),
                  "train_steps": sum(len(e[1]) for e in encoded["train"]),

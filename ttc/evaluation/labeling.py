@@ -154,22 +154,25 @@ async def label_recipe_async(recipe, *, engine=None, progress: "bool | TextIO" =
     path = Path(options.output.replace("{output}", str(recipe.output_dir())))
     engine_settings = recipe.engine_config().model_dump(mode="json", exclude={"max_concurrent_problems", "cluster",
                                                                               "seed"})
-    settings = fingerprint({"label": options.model_dump(mode="json", exclude={"output"}),
+    # What decides the labels; the step-label options do not matter when no step is estimated.
+    step_only = {"max_prefixes", "threshold", "continuation_max_tokens", "step_labelled_samples"}
+    decides = options.model_dump(mode="json", exclude={"output", *(step_only if not options.continuations else ())})
+    settings = fingerprint({"label": decides,
                             "sampling": sampling.model_dump(mode="json"), "engine": engine_settings,
                             "dataset": recipe.dataset.model_dump(mode="json"), "seed": recipe.seeds[0]})
     log = ResultsLog(path)
     by_id = {p.id: p for p in problems}
     done, stale = set(), 0
-    for r in log.load():
-        if r.get("id") not in by_id:
-            continue
-        if r.get("settings") != settings or r.get("fingerprint") != record_fingerprint(settings, by_id[r["id"]]):
+    for r in log.load():  # every record of the file, not only this dataset's: readers take the whole file
+        if r.get("settings") != settings or (r.get("id") in by_id and
+                                              r.get("fingerprint") != record_fingerprint(settings, by_id[r["id"]])):
             stale += 1
-        else:
+        elif r.get("id") in by_id:
             done.add(r["id"])
     if stale:
-        raise ConfigError(f"label file {str(path)!r} holds {stale} problem(s) labelled with other settings: they "
-                          "cannot be resumed nor mixed with these; set label.output (or output) elsewhere")
+        raise ConfigError(f"label file {str(path)!r} holds {stale} problem(s) labelled with other settings or other "
+                          "problems: they cannot be resumed nor mixed with these; remove that file or set "
+                          "label.output (or output) elsewhere")
     todo = [p for p in problems if p.id not in done]
     own = engine is None
     engine = engine or Engine(recipe.engine_config())

@@ -22,6 +22,7 @@ from typing import Any, Callable, TextIO
 from ttc.core.errors import ConfigError, TTCError
 from ttc.evaluation.labeling import label_recipe, problem_of, read_labels
 from ttc.evaluation.verifier_eval import evaluate_verifier, table
+from ttc.verifier_training import file_sha256
 
 
 def dedupe(heldout: Path, calibration: Path, out: Path) -> int:
@@ -49,7 +50,7 @@ def _trained_already(folder: Path, labels: Path, config) -> bool:
         return False
     info = json.loads(info_file.read_text())
     wanted = config.model_dump(mode="json")
-    return (info["data"]["labels"] == str(labels.resolve()) and info["data"]["problems"] == len(read_labels(labels))
+    return (info["data"].get("labels_sha256") == file_sha256(labels)
             and all(info["training"].get(k) == v for k, v in wanted.items()))
 
 
@@ -65,7 +66,7 @@ def run_pipeline(recipe, *, progress: "bool | TextIO" = True, log: Callable[[str
     result: dict[str, Any] = {"recipe": recipe.name}
     started = time.monotonic()
     cal_recipe = recipe.model_copy(update={"label": recipe.label.model_copy(update={
-        "samples": ev.samples, "output": str(out / "labels.jsonl")})})
+        "output": str(out / "labels.jsonl")})})
     cal_recipe._base_dir = recipe._base_dir
     engine = Engine(recipe.engine_config())
     try:
