@@ -37,6 +37,9 @@ class BestOfN(SampledStrategy):
     def selection(self) -> str:
         return self.config.selection
 
+    def verifier_weight(self) -> float:
+        return self.config.verifier_weight
+
     async def run(self, ctx: SearchContext) -> Outcome:
         c = self.config
         n = samples_for_budget(c.n, c.max_tokens, ctx.ledger.budget)

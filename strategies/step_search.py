@@ -73,6 +73,9 @@ class StepSearch(SampledStrategy):
     def selection(self) -> str:
         return self.config.selection
 
+    def verifier_weight(self) -> float:
+        return self.config.verifier_weight
+
     def width(self, budget: Budget) -> int:
         """N as given, or what the generated-token budget pays for (see `width_for`)."""
         c = self.config

@@ -125,7 +125,7 @@ def _orders(n: int, orderings: int | None) -> list[list[int]]:
 
 
 def expected_vote(pool: Sequence[Draw], n: int, rule: str = "majority",
-                  orderings: int | None = ORDERINGS) -> tuple[float, float]:
+                  orderings: int | None = ORDERINGS, verifier_weight: float = 1.0) -> tuple[float, float]:
     """Best-of-N over n of `pool`'s samples, chosen by the one selection rule (`ttc.core.selection`):
     (expected accuracy, expected tokens) over random n-subsets (None: the first n as recorded)."""
     n = min(n, len(pool))
@@ -136,7 +136,7 @@ def expected_vote(pool: Sequence[Draw], n: int, rule: str = "majority",
     scores = None
     if rule != "majority":
         scores = np.array([math.nan if d.score is None else d.score for d in pool], dtype=np.float64)[idx]
-    chosen = idx[np.arange(len(idx)), selection.pick_many(labels, scores, rule)]
+    chosen = idx[np.arange(len(idx)), selection.pick_many(labels, scores, rule, verifier_weight)]
     correct = np.array([d.correct for d in pool], dtype=np.float64)
     tokens = np.array([d.tokens for d in pool], dtype=np.float64)
     return float(correct[chosen].mean()), float(tokens[idx].sum(axis=1).mean())

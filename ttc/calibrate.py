@@ -105,7 +105,7 @@ def outcomes_from_records(records: Sequence[dict[str, Any]], probes: dict[str, "
     run's right-or-wrong is a single coin flip; calibration decides on differences of a few
     points, which one flip per problem cannot show. Other strategies keep their recorded run.
     """
-    rule_of = {c.label: c.selection for c in configs}
+    rule_of = {c.label: (c.selection, c.verifier_weight) for c in configs}
     grid = []
     for r in records:
         if r["strategy"] == PROBE_LABEL or r["correct"] is None:
@@ -113,7 +113,8 @@ def outcomes_from_records(records: Sequence[dict[str, Any]], probes: dict[str, "
         budget = int(r["budget"]["generated_tokens"])
         pool = probes[r["id"]].more.get(r["strategy"]) if r["id"] in probes else None
         if pool and r["strategy"] in rule_of:
-            correct, tokens = expected_vote(pool, len(r["candidates"]), rule_of[r["strategy"]])
+            rule, weight = rule_of[r["strategy"]]
+            correct, tokens = expected_vote(pool, len(r["candidates"]), rule, verifier_weight=weight)
         else:
             correct, tokens = float(r["correct"]), float(r["usage"]["generated_tokens"])
         grid.append(A.Outcome(r["id"], r["strategy"], budget, correct, tokens))

@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--verifier", required=True, help="scorer name, e.g. prm_transformers, self_eval, mean_logprob")
     ev.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="scorer option, repeatable (e.g. --set model=my-verifier)")
-    ev.add_argument("--calibration", default=None, help="label file on which the combined rule's weight is fitted")
+    ev.add_argument("--tuning", default=None, help="label file of other problems (not the verifier's training "
+                    "labels) on which the combined rule's weight g is fitted; without one g = 1")
     ev.add_argument("--samples", type=int, default=16, help="candidates per problem used for selection (default 16)")
     ev.add_argument("--model", default=None, help="policy checkpoint, for scorers that use it (default: embedded)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
@@ -299,10 +300,9 @@ def cmd_verifier_pipeline(args) -> int:
     from ttc.evaluation.verifier_pipeline import run_pipeline
 
     recipe = load_recipe(args.recipe, parse_assignments(args.overrides))
-    result = run_pipeline(recipe, progress=False if args.no_progress else args.terminal,
-                          log=lambda m: print(m, flush=True))
+    run_pipeline(recipe, progress=False if args.no_progress else args.terminal, log=lambda m: print(m, flush=True))
     print(f"figures: {recipe.output_dir() / 'verifier_eval.json'}; verifier: {recipe.output_dir() / 'verifier'}")
-    return 0 if result else 1
+    return 0
 
 
 def cmd_train_verifier(args) -> int:
@@ -332,7 +332,7 @@ def cmd_eval_verifier(args) -> int:
     config = validate(EngineConfig, {"model": args.model, "verifier": args.verifier,
                                      "verifier_options": parse_assignments(args.sets)})
     with Engine(config) as engine:
-        m = evaluate_verifier(engine, args.labels, calibration_path=args.calibration, samples=args.samples)
+        m = evaluate_verifier(engine, args.labels, tuning_path=args.tuning, samples=args.samples)
     print(json.dumps(m) if args.json else table(args.verifier, m))
     return 0
 

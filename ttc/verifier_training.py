@@ -15,8 +15,8 @@ Three methods:
   the result is an ordinary causal-LM checkpoint that both PRM scorers load. The head has
   no bias, so the read-out has none either (Llama heads have none).
 - `full`: every weight trained (AdamW), epochs with early stopping on validation loss.
-- `lora`: low-rank adapters on the attention projections (peft), plus the two head rows;
-  merged into the weights before saving.
+- `lora`: low-rank adapters on the attention projections (peft) over the probe's fixed
+  read-out; merged into the weights before saving.
 
 The output folder holds the checkpoint, its tokenizer, `ttc_verifier.json` (scoring
 format, data, settings, validation metrics) and a model card (README.md).
@@ -44,6 +44,8 @@ class TrainConfig(StrictModel):
 
     base: str | None = Field(None, description="Base checkpoint folder or local model name; None = the embedded model.")
     method: Literal["probe", "full", "lora"] = Field("probe", description="What is trained (see the module doc).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where the model runs; auto = cuda when "
+                                                   "available. The probe's read-out is always fitted on the CPU.")
     layer: int | None = Field(
         None, ge=1, description="Layers of the base kept (probe: read after this layer; full/lora: the model is cut "
         "here too); None = 3/4 of them, rounded (22 of SmolLM2-135M's 30), or all for full/lora.")
@@ -95,6 +97,15 @@ def split_problems(n: int, share: float, seed: int) -> tuple[set[int], set[int]]
 
 # ---- the model --------------------------------------------------------------------------------
 
+def pick_device(choice: str):
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if choice == "cuda" and not cuda:
+        raise ConfigError("train-verifier: device='cuda', but torch sees no CUDA device; use 'cpu' or 'auto'")
+    return torch.device("cuda" if choice == "cuda" or (choice == "auto" and cuda) else "cpu")
+
+
 def load_base(base: str, layer: int | None, method: str):
     """The base causal LM in float32, cut after `layer` layers, with an untied LM head."""
     import torch
@@ -131,7 +142,7 @@ def _batches(items: list, size: int):
         yield items[k:k + size]
 
 
-def _pad(batch, pad_id: int):
+def _pad(batch, pad_id: int, device):
     import torch
 
     width = max(len(ids) for ids, *_ in batch)
@@ -140,20 +151,21 @@ def _pad(batch, pad_id: int):
     for r, (ids, *_rest) in enumerate(batch):
         input_ids[r, :len(ids)] = torch.tensor(ids)
         mask[r, :len(ids)] = 1
-    return input_ids, mask
+    return input_ids.to(device), mask.to(device)
 
 
 def hidden_at_tags(model, encoded: list, pad_id: int, batch_size: int):
-    """Final (normed) hidden states at every scored tag: (features [N, d], row of each feature)."""
+    """Final (normed) hidden states at every scored tag, on the CPU: (features [N, d], row of each)."""
     import torch
 
     feats, rows = [], []
+    device = next(model.parameters()).device
     with torch.inference_mode():
         for batch in _batches(encoded, batch_size):
-            input_ids, mask = _pad(batch, pad_id)
+            input_ids, mask = _pad(batch, pad_id, device)
             hidden = model.get_decoder()(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
             for r, (_ids, positions, row) in enumerate(batch):
-                feats.append(hidden[r, positions].float())
+                feats.append(hidden[r, positions].float().cpu())
                 rows.append((row, len(positions)))
     return feats, rows
 
@@ -193,8 +205,8 @@ def write_readout(model, w, good_id: int, bad_id: int) -> None:
 
     with torch.no_grad():
         head = model.get_output_embeddings().weight
-        head[good_id] = w / 2
-        head[bad_id] = -w / 2
+        head[good_id] = (w / 2).to(head.device, head.dtype)
+        head[bad_id] = (-w / 2).to(head.device, head.dtype)
 
 
 def tag_logits(model, input_ids, mask, positions_per_row, good_id, bad_id):
@@ -202,8 +214,8 @@ def tag_logits(model, input_ids, mask, positions_per_row, good_id, bad_id):
     import torch
 
     hidden = model.get_decoder()(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
-    rows = torch.tensor([r for r, ps in enumerate(positions_per_row) for _ in ps])
-    cols = torch.tensor([p for ps in positions_per_row for p in ps])
+    rows = torch.tensor([r for r, ps in enumerate(positions_per_row) for _ in ps], device=hidden.device)
+    cols = torch.tensor([p for ps in positions_per_row for p in ps], device=hidden.device)
     picked = hidden[rows, cols]
     head = model.get_output_embeddings().weight
     return picked @ (head[good_id] - head[bad_id])
@@ -211,8 +223,6 @@ def tag_logits(model, input_ids, mask, positions_per_row, good_id, bad_id):
 
 def finetune(model, train_items, val_items, config: TrainConfig, pad_id, good_id, bad_id, log):
     """full / lora: AdamW over the training steps, keeping the weights of the best validation loss."""
-    import copy
-
     import torch
 
     torch.manual_seed(config.seed)
@@ -227,10 +237,12 @@ def finetune(model, train_items, val_items, config: TrainConfig, pad_id, good_id
     # The causal LM itself (inside peft's wrapper for LoRA, its layers carrying the adapters).
     lm = model.get_base_model() if config.method == "lora" else model
 
+    device = next(lm.parameters()).device
+
     def loss_of(batch, train: bool):
-        input_ids, mask = _pad(batch, pad_id)
+        input_ids, mask = _pad(batch, pad_id, device)
         logits = tag_logits(lm, input_ids, mask, [b[1] for b in batch], good_id, bad_id)
-        y = torch.tensor([v for b in batch for v in b[2]], dtype=torch.float32)
+        y = torch.tensor([v for b in batch for v in b[2]], dtype=torch.float32, device=device)
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum"), len(y)
 
     def evaluate() -> float:
@@ -256,12 +268,15 @@ def finetune(model, train_items, val_items, config: TrainConfig, pad_id, good_id
         model.eval()
         val = evaluate()
         log(f"  epoch {epoch}: validation loss {val:.4f}")
-        if val < best[0]:
-            best = (val, copy.deepcopy({k: v.detach().clone() for k, v in model.state_dict().items()}))
+        if val < best[0]:  # keep only what training changes (a full copy of a large model would not fit)
+            best = (val, {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad})
         else:
             break  # early stopping: validation loss stopped falling
     if best[1] is not None:
-        model.load_state_dict(best[1])
+        with torch.no_grad():
+            for k, p in model.named_parameters():
+                if k in best[1]:
+                    p.copy_(best[1][k])
     if config.method == "lora":
         model = model.merge_and_unload()
     return model, best[0]
@@ -309,8 +324,11 @@ def train_verifier(labels: str | Path, out: str | Path, config: TrainConfig,
         final = len(values) - 1 if values[-1] is not None else None
         part = "train" if i in train_ids else "val"
         encoded[part].append((ids, [p for p, _ in kept], [v for _, v in kept], n, final is not None))
+    if not encoded["train"] or not encoded["val"]:
+        raise ConfigError(f"label file {str(labels)!r}: no {'training' if not encoded['train'] else 'validation'} "
+                          f"sample fits max_length={config.max_length} with a known target; raise max_length")
     model, layer, total_layers = load_base(base, config.layer, config.method)
-    model.eval()
+    model.to(pick_device(config.device)).eval()
     log(f"train-verifier: {len(records)} problems ({len(train_ids)} train / {len(val_ids)} validation), "
         f"{sum(len(e[1]) for e in encoded['train'])} + {sum(len(e[1]) for e in encoded['val'])} scored steps; "
         f"method {config.method}, {layer} of {total_layers} layers")
@@ -339,7 +357,7 @@ def train_verifier(labels: str | Path, out: str | Path, config: TrainConfig,
     model.eval()
     x_val, y_val = features("val")
     head = model.get_output_embeddings().weight
-    val_logits = (x_val @ (head[good_id] - head[bad_id])).detach() if len(y_val) else torch.zeros(0)
+    val_logits = (x_val @ (head[good_id] - head[bad_id]).detach().float().cpu()) if len(y_val) else torch.zeros(0)
     validation = _validation_metrics(encoded["val"], val_logits.tolist(), records, items)
     validation["loss"] = round(val_loss, 5)
     out = Path(out).expanduser()

@@ -60,6 +60,11 @@ class ConfigChoice(StrictModel):
         """How this configuration picks its answer (declared by the strategy; the probe votes)."""
         return "majority" if self.strategy == PROBE_ONLY_STRATEGY else self.build().selection()
 
+    @property
+    def verifier_weight(self) -> float:
+        """The combined rule's weight g, as the configured strategy declares it."""
+        return 1.0 if self.strategy == PROBE_ONLY_STRATEGY else self.build().verifier_weight()
+
 
 class BinTable(StrictModel):
     """Per difficulty bin: accuracy of every configuration at every calibrated budget."""

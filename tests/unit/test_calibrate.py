@@ -78,6 +78,17 @@ def test_best_of_n_is_judged_by_the_one_selection_rule():
     assert expected_vote(ds[:3], 3, "verifier") == (1.0, 30.0)
     assert expected_vote(draws((1, True, 5, None), (0, False, 5, None)), 2) == (1.0, 10.0)  # a tie: the first seen
     assert expected_vote(draws((-1, False, 5, None)), 1) == (0.0, 5.0)
+    # combined: log 2 + g logit(.15) against log 1 + g logit(.9): g = 0 is majority, g = 1 overturns it
+    assert expected_vote(ds, 4, "combined", verifier_weight=0.0) == (0.0, 40.0)
+    assert expected_vote(ds, 4, "combined", verifier_weight=1.0) == (1.0, 40.0)
+
+
+def test_a_grid_configuration_declares_its_combined_weight():
+    from strategies.auto.allocator import ConfigChoice
+
+    choice = ConfigChoice(label="c", strategy="best_of_n", options={"selection": "combined", "verifier_weight": 0.3})
+    assert (choice.selection, choice.verifier_weight) == ("combined", 0.3)
+    assert ConfigChoice(label="b", strategy="beam_search").verifier_weight == 1.0
     # A sample without a score weighs nothing in a weighted vote (it used to weigh an average score).
     assert expected_vote(draws((0, False, 5, None), (0, False, 5, None), (1, True, 5, 0.1)), 3, "weighted")[0] == 1.0
 
@@ -95,7 +106,7 @@ def test_calibration_uses_the_selection_rule_of_ttc_core(monkeypatch):
     assert expected_vote(pool, 3, orderings=None) == (1.0, 30.0)
     assert replay() == {40: [(1.0, 40.0)], 160: [(1.0, 70.0)]}  # the probe's 2 of 4; then 4 of 7
     rule = selection.pick_many
-    monkeypatch.setattr(selection, "pick_many", lambda labels, scores, how: rule(labels, scores, how) * 0 + (
+    monkeypatch.setattr(selection, "pick_many", lambda labels, scores, how, g=1.0: rule(labels, scores, how) * 0 + (
         labels.shape[1] - 1))  # "the last candidate wins"
     assert expected_vote(pool, 3, orderings=None) == (0.0, 30.0)
     assert replay() == {40: [(0.0, 40.0)], 160: [(0.0, 70.0)]}

@@ -174,8 +174,12 @@ class Strategy(Plugin):
         return False
 
     def selection(self) -> str:
-        """How the final answer is chosen (`ttc.core.selection` rule): majority, weighted or verifier."""
+        """How the final answer is chosen (`ttc.core.selection` rule): majority, weighted, verifier or combined."""
         return "majority"
+
+    def verifier_weight(self) -> float:
+        """The combined rule's weight g of the verifier against the votes (see `ttc.core.selection`)."""
+        return 1.0
 
     def width_multiple(self) -> int:
         """N sized from a budget is rounded down to a multiple of this (a beam search's beam width)."""

@@ -5,8 +5,9 @@ scores every candidate's steps with the scorer through the engine (so its tokens
 counted), and reports step-level AUROC against J (where J is known), outcome AUROC,
 within-problem AUROC, and the accuracy of each selection rule on the same candidates (so
 at exactly matched generated tokens) against majority voting, with paired bootstrap
-intervals and the share of outvoted right answers each rule recovers. With a calibration
-label file, the combined rule's weight g is fitted there; without one g = 1.
+intervals and the share of outvoted right answers each rule recovers. With a label file of
+other problems (tuning), the combined rule's weight g is fitted there; without one
+g = 1. Never fit it on the verifier's own training labels: its scores there are optimistic.
 """
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def candidates_of(records, scores, samples: int | None, seed: int = 0) -> list[d
     return subsample(problems, samples, seed) if samples else problems
 
 
-def metrics(records, scores, calibration: list[dict[str, Any]] | None, samples: int, seed: int = 0
+def metrics(records, scores, tuning: list[dict[str, Any]] | None, samples: int, seed: int = 0
             ) -> dict[str, Any]:
     """Every figure of the evaluation (see the module doc)."""
     step_s, step_y = [], []
@@ -66,7 +67,7 @@ def metrics(records, scores, calibration: list[dict[str, Any]] | None, samples: 
             if st:
                 outcome.append((r["id"], bool(s["correct"]), st[-1]))
     problems = candidates_of(records, scores, samples, seed)
-    g, cal_acc = fit_verifier_weight(calibration) if calibration else (1.0, None)
+    g, tune_acc = fit_verifier_weight(tuning) if tuning else (1.0, None)
     rules = {"majority": ("majority", 0.0), "weighted": ("weighted", 0.0), "best_of_n": ("verifier", 0.0),
              "combined": ("combined", g)}
     acc = selection_accuracy(problems, rules)
@@ -75,7 +76,7 @@ def metrics(records, scores, calibration: list[dict[str, Any]] | None, samples: 
         "step_auroc": _r(auroc(step_s, step_y)), "steps_with_j": len(step_s),
         "outcome_auroc": _r(auroc([s for _, _, s in outcome], [y for _, y, _ in outcome])),
         "within_problem_auroc": _r(within_problem_auroc(outcome)),
-        "verifier_weight": g, "calibration_accuracy": _r(cal_acc),
+        "verifier_weight": g, "tuning_accuracy": _r(tune_acc),
         "oracle_coverage": round(sum(any(p["correct"]) for p in problems) / max(len(problems), 1), 4),
         "rules": {},
     }
@@ -93,26 +94,26 @@ def _r(x):
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, 4)
 
 
-def evaluate_verifier(engine, heldout_path, *, verifier: str | None = None, calibration_path=None,
+def evaluate_verifier(engine, heldout_path, *, verifier: str | None = None, tuning_path=None,
                       samples: int = 16, seed: int = 0, progress: Callable[[int], None] | None = None
                       ) -> dict[str, Any]:
-    """Score held-out (and calibration) candidates with the engine's verifier (or `verifier`), then
+    """Score held-out (and tuning) candidates with the engine's verifier (or `verifier`), then
     compute `metrics`."""
     records = read_labels(heldout_path)
-    cal_records = read_labels(calibration_path) if calibration_path else None
+    tune_records = read_labels(tuning_path) if tuning_path else None
 
     async def go():
         scores, usage = await score_records(engine, records, verifier, progress)
-        cal = None
-        if cal_records is not None:
-            cal_scores, cal_usage = await score_records(engine, cal_records, verifier, progress)
-            cal = candidates_of(cal_records, cal_scores, samples, seed)
-            for k, v in cal_usage.items():
+        tune = None
+        if tune_records is not None:
+            tune_scores, tune_usage = await score_records(engine, tune_records, verifier, progress)
+            tune = candidates_of(tune_records, tune_scores, samples, seed)
+            for k, v in tune_usage.items():
                 usage[k] = usage.get(k, 0) + v
-        return scores, cal, usage
+        return scores, tune, usage
 
-    scores, cal, usage = asyncio.run(go())
-    out = metrics(records, scores, cal, samples, seed)
+    scores, tune, usage = asyncio.run(go())
+    out = metrics(records, scores, tune, samples, seed)
     out["scoring_usage"] = {k: usage.get(k, 0) for k in ("verifier_tokens", "generated_tokens", "requests")}
     return out
 

@@ -97,7 +97,7 @@ def run_pipeline(recipe, *, progress: "bool | TextIO" = True, log: Callable[[str
             if ev.baseline_problems:
                 path = out / f"heldout_{name}_subset.jsonl"
                 path.write_text("".join(json.dumps(r) + "\n" for r in read_labels(held_path)[:ev.baseline_problems]))
-            evals[name] = evaluate_verifier(engine, path, verifier=name, calibration_path=tune_path,
+            evals[name] = evaluate_verifier(engine, path, verifier=name, tuning_path=tune_path,
                                             samples=ev.samples)
             log(table(name, evals[name]))
     finally:
@@ -118,7 +118,7 @@ def run_pipeline(recipe, *, progress: "bool | TextIO" = True, log: Callable[[str
         "verifier": "prm_transformers", "verifier_options": {"model": str(folder), "device": "auto"}})
     engine = Engine(config)
     try:
-        evals["trained"] = evaluate_verifier(engine, held_path, calibration_path=tune_path, samples=ev.samples)
+        evals["trained"] = evaluate_verifier(engine, held_path, tuning_path=tune_path, samples=ev.samples)
         log(table("trained", evals["trained"]))
         result["evaluations"] = evals
         if ev.search is not None:
