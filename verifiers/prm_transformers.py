@@ -32,13 +32,11 @@ from ttc.core.errors import ConfigError, VerifierError
 from ttc.core.plugins import ScoreResult
 from ttc.core.types import Problem, Trajectory
 from verifiers.prm_base import PRMScorer
+from verifiers.step_input import StepInput
 from verifiers.trained import with_trained_format
 
 # Tokenizations kept between estimate_tokens() and the score() call that follows it.
 _CACHE_SIZE = 256
-# Text put before a piece to tokenize it "in context", for tokenizers that add a prefix space
-# to text tokenized on its own (SentencePiece, e.g. Mistral's, which Math-Shepherd uses).
-_ANCHOR = "\n"
 
 
 class TransformersPRMConfig(StrictModel):
@@ -112,11 +110,9 @@ class TransformersPRMScorer(PRMScorer):
         self._model: Any = None
         self._device: Any = None
         self._logit_transform: Any = None
-        self._special_prefix: list[int] = []
-        self._tag_ids: list[int] = []
+        self._input: StepInput | None = None  # builds the scored input (verifiers/step_input.py)
         self._good_id = self._bad_id = -1
         self._pad_id = 0
-        self._in_context = False
         self._cache: OrderedDict[tuple, tuple[list[int], list[int]]] = OrderedDict()
         self._load_lock = threading.Lock()  # loading the tokenizer / model once
         self._tok_lock = threading.Lock()  # fast tokenizers are not safe to share between threads
@@ -141,29 +137,19 @@ class TransformersPRMScorer(PRMScorer):
                 ) from None
             c = self.config
 
-            def encode(text: str) -> list[int]:
-                return list(tok.encode(text, add_special_tokens=False))
-
             ids = {}
             for field in ("good_token", "bad_token"):
                 text = getattr(c, field)
-                piece = encode(text)
+                piece = list(tok.encode(text, add_special_tokens=False))
                 if len(piece) != 1:
                     raise ConfigError(
                         f"prm_transformers: {field}={text!r} is {len(piece)} tokens "
                         f"({tok.convert_ids_to_tokens(piece)}) in the tokenizer of {c.model!r}; it must be exactly one token"
                     )
                 ids[field] = piece[0]
-            # Special tokens the tokenizer puts before a text (a BOS), found by difference.
-            plain, full = encode("a"), list(tok.encode("a"))
-            start = next((i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain), 0)
-            self._special_prefix = full[:start]
-            # Does a piece tokenize differently on its own than after other text (a prefix space)?
-            anchor = encode(_ANCHOR)
-            self._in_context = encode(_ANCHOR + "a")[len(anchor):] != plain
+            self._input = StepInput(tok, c.step_tag, c.prompt_template)
             self._good_id, self._bad_id = ids["good_token"], ids["bad_token"]
             self._pad_id = next((t for t in (tok.pad_token_id, tok.eos_token_id) if t is not None), 0)
-            self._tag_ids = self._continuation_ids(c.step_tag, tok)
             self._tokenizer = tok  # published last: other threads take a non-None tokenizer as "ready"
             return tok
 
@@ -210,35 +196,17 @@ class TransformersPRMScorer(PRMScorer):
             return model
 
     # ---- tokenization --------------------------------------------------------------------------
-    def _continuation_ids(self, text: str, tok: Any = None) -> list[int]:
-        """Ids of `text` as it tokenizes after other text (no prefix space added)."""
-        tok = tok if tok is not None else self._tokenizer
-        if self._in_context:
-            anchor = list(tok.encode(_ANCHOR, add_special_tokens=False))
-            ids = list(tok.encode(_ANCHOR + text, add_special_tokens=False))
-            if ids[:len(anchor)] == anchor:
-                return ids[len(anchor):]
-        return list(tok.encode(text, add_special_tokens=False))
-
-    def _encode_one(self, prompt: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
-        """Input ids of one trajectory and, per step, the index of the last token of its tag."""
-        key = (prompt, tuple(steps))
+    def _encode_one(self, problem_prompt: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
+        """Input ids of one trajectory and, per step, the index of the last token of its tag (cached)."""
+        key = (problem_prompt, tuple(steps))
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
-        ids = self._special_prefix + list(self._tokenizer.encode(prompt, add_special_tokens=False))
-        positions = []
-        for step in steps:
-            text = step.rstrip()
-            if text:
-                ids += self._continuation_ids(text)
-            ids += self._tag_ids
-            positions.append(len(ids) - 1)
-        self._cache[key] = (ids, positions)
+        self._cache[key] = encoded = self._input.encode(problem_prompt, steps)
         if len(self._cache) > _CACHE_SIZE:
             self._cache.popitem(last=False)
-        return ids, positions
+        return encoded
 
     def encode(self, problem: Problem, trajectories: Sequence[Trajectory]) -> list[tuple[list[int], list[int]] | None]:
         """One (ids, tag positions) per trajectory; None for a trajectory without steps. The one place the
@@ -246,14 +214,13 @@ class TransformersPRMScorer(PRMScorer):
         if not any(t.steps for t in trajectories):
             return [None] * len(trajectories)
         self._load_tokenizer()
-        prompt = self.config.prompt_template.format(problem=problem.prompt)
         out: list[tuple[list[int], list[int]] | None] = []
         with self._tok_lock:
             for i, t in enumerate(trajectories):
                 if not t.steps:
                     out.append(None)
                     continue
-                ids, positions = self._encode_one(prompt, t.steps)
+                ids, positions = self._encode_one(problem.prompt, t.steps)
                 if len(ids) > self.config.max_length:
                     raise VerifierError(
                         f"prm_transformers: trajectory {i} is {len(ids)} tokens (prompt, {len(t.steps)} steps and their "

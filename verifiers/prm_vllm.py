@@ -49,6 +49,7 @@ from ttc.core.errors import VerifierError
 from ttc.core.plugins import ScoreResult
 from ttc.core.types import Problem, Trajectory
 from verifiers.prm_base import PRMScorer
+from verifiers.step_input import StepInput
 from verifiers.trained import with_trained_format
 from workers.vllm_engine import (
     CpuKVCacheGB, MaxModelLen, RequiredModel, VLLMEngineOptions, is_cpu_build,
@@ -85,6 +86,10 @@ class VLLMPRMConfig(VLLMEngineOptions):
         None, ge=0,
         description="Token id whose positions are scored; None = the step tag's id (it must then be one token).",
     )
+    prompt_template: str | None = Field(
+        None, description="Build the input piece by piece as prm_transformers does: this template ('{problem}' is "
+        "the problem), then each right-stripped step and its tag, each piece tokenized on its own (so a tag such as "
+        "'\\n\\n' stays one token). None = the chat template or plain text. Trained verifiers set it.")
     returned_token_ids: list[int] | None = Field(
         None, min_length=2,
         description="Math-Shepherd-style causal LM: vocabulary ids [good, bad, ...] whose logits at the step tag "
@@ -116,6 +121,7 @@ class VLLMPRMScorer(PRMScorer):
         self._tokenizer = None
         self._tag_id: int | None = None
         self._tag_text = ""
+        self._input: StepInput | None = None  # the piece-by-piece input, with prompt_template
         self._engine = None
         self.dead = False  # its engine died: a replica pool replaces this scorer, in-process runs stop
         self._start_lock: asyncio.Lock | None = None
@@ -152,6 +158,8 @@ class VLLMPRMScorer(PRMScorer):
             raise VerifierError(f"step_tag_id={tag_id} is outside the tokenizer's vocabulary of {len(tok)} tokens")
         self._tag_id = tag_id
         self._tag_text = tok.decode([tag_id]).strip()
+        if c.prompt_template is not None:
+            self._input = StepInput(tok, c.step_tag, c.prompt_template)
         self._tokenizer = tok
 
     def _clean(self, text: str) -> str:
@@ -172,8 +180,22 @@ class VLLMPRMScorer(PRMScorer):
 
     def encode(self, problem: Problem, steps: Sequence[str]) -> list[int]:
         """Token ids of one trajectory's PRM input (chat text carries its own special tokens)."""
-        text, chat = self.render(problem, steps)
-        return list(self.tokenizer.encode(text, add_special_tokens=not chat))
+        return self.encode_with_rows(problem, steps)[0]
+
+    def encode_with_rows(self, problem: Problem, steps: Sequence[str]) -> tuple[list[int], list[int] | None]:
+        """The ids, and which of vLLM's step rows (one per tag token in the input) are the steps' own:
+        None when every tag token is a step's (the text paths, which remove the tag from the text)."""
+        tok = self.tokenizer
+        if self._input is None:
+            text, chat = self.render(problem, steps)
+            return list(tok.encode(text, add_special_tokens=not chat)), None
+        ids, positions = self._input.encode(problem.prompt, steps)
+        tags = [k for k, t in enumerate(ids) if t == self._tag_id]
+        at = {k: row for row, k in enumerate(tags)}
+        if any(p not in at for p in positions):
+            raise VerifierError(f"prm_vllm: step_tag={self.config.step_tag!r} does not end in token id "
+                                f"{self._tag_id}; set step_tag_id to its last token")
+        return ids, [at[p] for p in positions]
 
     def estimate_tokens(self, problem: Problem, trajectories: Sequence[Trajectory]) -> int:
         """Exactly what `score` will charge: the token ids of every trajectory that has steps."""
@@ -232,8 +254,8 @@ class VLLMPRMScorer(PRMScorer):
         for i, t in enumerate(trajectories):
             if not t.steps:
                 continue
-            ids = self.encode(problem, t.steps)
-            tags = ids.count(self._tag_id)
+            ids, rows = self.encode_with_rows(problem, t.steps)
+            tags = ids.count(self._tag_id) if rows is None else len(rows)
             if tags != len(t.steps):
                 raise VerifierError(
                     f"trajectory {i}: its PRM input holds {tags} step tags (token id {self._tag_id}) "
@@ -243,15 +265,16 @@ class VLLMPRMScorer(PRMScorer):
                 raise VerifierError(
                     f"trajectory {i}: its PRM input is {len(ids)} tokens, over max_model_len={self.config.max_model_len}"
                 )
-            inputs.append((i, ids))
+            inputs.append((i, ids, rows))
         scores: list[list[float]] = [[] for _ in trajectories]
         if not inputs:
             return ScoreResult(scores, 0)
         await self.astart()
-        rows = await asyncio.gather(*(self._pool(ids) for _, ids in inputs))
-        for (i, ids), data in zip(inputs, rows):
-            scores[i] = self.step_probabilities(data, ids, len(trajectories[i].steps), where=f"trajectory {i}")
-        return ScoreResult(scores, sum(len(ids) for _, ids in inputs))
+        pooled = await asyncio.gather(*(self._pool(ids) for _, ids, _ in inputs))
+        for (i, ids, rows), data in zip(inputs, pooled):
+            scores[i] = self.step_probabilities(data, ids, len(trajectories[i].steps), where=f"trajectory {i}",
+                                                rows=rows)
+        return ScoreResult(scores, sum(len(ids) for _, ids, _ in inputs))
 
     async def _pool(self, ids: list[int]):
         from vllm import PoolingParams
@@ -272,7 +295,8 @@ class VLLMPRMScorer(PRMScorer):
             raise VerifierError("vLLM returned no pooling output for a PRM request")
         return final.outputs.data
 
-    def step_probabilities(self, data, ids: Sequence[int], n_steps: int, where: str = "a trajectory") -> list[float]:
+    def step_probabilities(self, data, ids: Sequence[int], n_steps: int, where: str = "a trajectory",
+                           rows: Sequence[int] | None = None) -> list[float]:
         """One probability per step from vLLM's pooled rows.
 
         vLLM's STEP pooling returns one row per step tag (what 0.32 does when given
@@ -291,6 +315,8 @@ class VLLMPRMScorer(PRMScorer):
         if t.shape[0] == len(ids) and len(ids) != n_steps:
             positions = [k for k, tok in enumerate(ids) if tok == self._tag_id]
             t = t[positions]
+        if rows is not None and t.shape[0] == ids.count(self._tag_id):  # tag tokens inside the prompt too
+            t = t[list(rows)]
         if t.shape[0] != n_steps:
             raise VerifierError(f"{where}: vLLM returned {t.shape[0]} step scores for {n_steps} steps")
         if t.shape[1] == 1:

@@ -51,5 +51,5 @@ def with_trained_format(data: Any, scorer: str) -> Any:
         defaults = {k: fmt[k] for k in ("step_tag", "good_token", "bad_token", "prompt_template")}
     else:
         defaults = {"step_tag": fmt["step_tag"], "returned_token_ids": [fmt["good_id"], fmt["bad_id"]],
-                    "use_chat_template": False, "system_prompt": None}
+                    "prompt_template": fmt["prompt_template"], "use_chat_template": False, "system_prompt": None}
     return {**defaults, **data, "model": str(folder)}

@@ -62,7 +62,7 @@ def quiet(_msg):
 
 def test_probe_trains_lowers_the_loss_and_loads_in_both_scorers(base_dir, labels, tmp_path, monkeypatch):
     from verifiers.prm_transformers import TransformersPRMConfig, TransformersPRMScorer
-    from verifiers.prm_vllm import VLLMPRMConfig
+    from verifiers.prm_vllm import VLLMPRMConfig, VLLMPRMScorer
 
     monkeypatch.setenv("TTC_HOME", str(tmp_path))
     out = tmp_path / "verifiers" / "tiny"
@@ -86,6 +86,16 @@ def test_probe_trains_lowers_the_loss_and_loads_in_both_scorers(base_dir, labels
     vcfg = validate(VLLMPRMConfig, {"model": "tiny"})
     assert vcfg.model == str(out) and vcfg.returned_token_ids == [fmt["good_id"], fmt["bad_id"]]
     assert vcfg.step_tag == fmt["step_tag"] and vcfg.use_chat_template is False
+    assert vcfg.prompt_template == fmt["prompt_template"]
+    # The vLLM scorer sends the very ids prm_transformers scores, and reads the steps' own tag rows
+    # (the template's "\n\n" after the problem is a tag token too, and is skipped).
+    vllm_scorer = VLLMPRMScorer(vcfg)
+    ids, rows = vllm_scorer.encode_with_rows(problem, ts[0].steps)
+    ((t_ids, t_positions),) = scorer.encode(problem, ts[:1])
+    tags = [k for k, t in enumerate(ids) if t == vllm_scorer._tag_id]
+    assert ids == t_ids and [tags[r] for r in rows] == t_positions and len(tags) == len(rows) + 1
+    data = torch.tensor([[0.1, 0.9]] + [[0.2 * (k + 1), 0.0] for k in range(3)])  # one row per tag token
+    assert vllm_scorer.step_probabilities(data, ids, 3, rows=rows) == pytest.approx([0.2, 0.4, 0.6])
     # options the user sets win over the trained format
     assert validate(VLLMPRMConfig, {"model": "tiny", "use_chat_template": True}).use_chat_template is True
 
