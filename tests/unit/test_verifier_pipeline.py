@@ -54,11 +54,12 @@ def test_pipeline_runs_every_stage_and_resumes(recipe_file, tmp_path):
     result = run_pipeline(load_recipe(recipe_file), progress=False, log=logs.append)
     out = tmp_path / "out"
     for f in ("labels.jsonl", "heldout/labels.jsonl", "tuning/labels.jsonl", "heldout_deduped.jsonl",
-              "verifier/ttc_verifier.json", "verifier_eval.json"):
+              "verifier/ttc_verifier.json", "verifier_eval.json", "verifier_accuracy_vs_tokens.png"):
         assert (out / f).is_file(), f
     assert result["n_eval_problems"] == 5  # the held-out copy of a calibration prompt is left out
     trained = result["evaluations"]["trained"]
     assert trained["problems"] == 5 and set(trained["rules"]) == {"majority", "weighted", "best_of_n", "combined"}
+    assert [p["k"] for p in trained["curve"]] == [1, 2, 4] and all(0 <= p["combined"] <= 1 for p in trained["curve"])
     assert set(result["evaluations"]) == {"mean_logprob", "trained"}
     search = result["search"]
     assert [r["budget"] for r in search] == [256] * 3 and all(r["problems"] == 3 for r in search)

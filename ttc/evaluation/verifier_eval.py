@@ -48,6 +48,7 @@ def candidates_of(records, scores, samples: int | None, seed: int = 0) -> list[d
     """Per problem: answers, correctness and outcome score (the last step's) of its candidates."""
     problems = [{"id": r["id"], "answers": [s["answer"] for s in r["samples"]],
                  "correct": [bool(s["correct"]) for s in r["samples"]],
+                 "tokens": [s["num_tokens"] for s in r["samples"]],
                  "scores": [aggregate(st, "last") if st else float("nan") for st in per]}
                 for r, per in zip(records, scores)]
     return subsample(problems, samples, seed) if samples else problems
@@ -80,6 +81,7 @@ def metrics(records, scores, tuning: list[dict[str, Any]] | None, samples: int, 
         "oracle_coverage": round(sum(any(p["correct"]) for p in problems) / max(len(problems), 1), 4),
         "rules": {},
     }
+    out["curve"] = curve(candidates_of(records, scores, None), rules, samples, seed)
     for name, correct in acc.items():
         row = {"accuracy": round(sum(correct) / max(len(correct), 1), 4)}
         if name != "majority":
@@ -88,6 +90,55 @@ def metrics(records, scores, tuning: list[dict[str, Any]] | None, samples: int, 
                        **outvoted_recovered(problems, correct, acc["majority"]))
         out["rules"][name] = row
     return out
+
+
+def curve(problems, rules, samples: int, seed: int = 0, draws: int = 8) -> list[dict[str, Any]]:
+    """Accuracy of each rule against mean generated tokens at k = 1, 2, 4, ... samples (averaged over
+    `draws` random k-subsets of each problem's candidates)."""
+    points = []
+    k = 1
+    while k <= samples:
+        acc = {name: 0.0 for name in rules}
+        tokens = 0.0
+        for d in range(draws if k < samples else 1):
+            sub = subsample(problems, k, seed + d)
+            for name, correct in selection_accuracy(sub, rules).items():
+                acc[name] += sum(correct) / max(len(correct), 1)
+            tokens += sum(sum(p["tokens"]) for p in sub) / max(len(sub), 1)
+        n = draws if k < samples else 1
+        points.append({"k": k, "tokens": round(tokens / n, 1), **{name: round(a / n, 4) for name, a in acc.items()}})
+        k *= 2
+    return points
+
+
+def plot_curves(evaluations: dict[str, dict[str, Any]], path) -> None:
+    """Accuracy against generated tokens per scorer and rule (majority drawn once)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    majority_drawn = False
+    for scorer, m in evaluations.items():
+        pts = m["curve"]
+        x = [p["tokens"] for p in pts]
+        for rule in ("majority", "weighted", "best_of_n", "combined"):
+            if rule == "majority":
+                if majority_drawn:
+                    continue
+                majority_drawn = True
+                ax.plot(x, [p[rule] for p in pts], "k--", marker="o", label="majority")
+            else:
+                ax.plot(x, [p[rule] for p in pts], marker=".", label=f"{scorer} {rule}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("generated tokens per problem")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _r(x):

@@ -21,7 +21,7 @@ from typing import Any, Callable, TextIO
 
 from ttc.core.errors import ConfigError, TTCError
 from ttc.evaluation.labeling import label_recipe, problem_of, read_labels
-from ttc.evaluation.verifier_eval import evaluate_verifier, table
+from ttc.evaluation.verifier_eval import evaluate_verifier, plot_curves, table
 from ttc.verifier_training import file_sha256
 
 
@@ -121,6 +121,7 @@ def run_pipeline(recipe, *, progress: "bool | TextIO" = True, log: Callable[[str
         evals["trained"] = evaluate_verifier(engine, held_path, tuning_path=tune_path, samples=ev.samples)
         log(table("trained", evals["trained"]))
         result["evaluations"] = evals
+        plot_curves(evals, out / "verifier_accuracy_vs_tokens.png")
         if ev.search is not None:
             result["search"] = _search(engine, held_path, ev, evals["trained"]["verifier_weight"], recipe, log)
     finally:
