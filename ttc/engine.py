@@ -87,6 +87,10 @@ class Engine:
     # ---- backends -------------------------------------------------------------------------------
     def _get_generator(self) -> Generator:
         if self._generator is None:
+            # A backend binds to the loop it starts on (vLLM's AsyncLLM): built elsewhere, its outputs
+            # would be delivered on another thread's loop and solves would wait for them forever.
+            if threading.current_thread() is not self._thread:
+                raise RuntimeError("the generator must be built on the engine's own thread (go through _submit)")
             options = dict(self.config.backend_options)
             if self.config.backend == "vllm":
                 from ttc.default_model import resolve_model
@@ -284,7 +288,11 @@ class Engine:
 
     @property
     def model_name(self) -> str:
-        """The policy model's name (a checkpoint folder, or the backend's own name for it)."""
+        """The policy model's name (a checkpoint folder, or the backend's own name for it). Blocking:
+        the generator is built, on the engine's thread, if it was not yet."""
+        return self._submit(self._model_name()).result()
+
+    async def _model_name(self) -> str:
         return self._get_generator().model_name
 
     async def ascore(self, problem: Problem, trajectories: Sequence[Trajectory], budget=None, *,

@@ -177,3 +177,15 @@ def test_a_pooled_batch_larger_than_the_slots_shares_one_budget():
     assert len(sols) == 7 and not any(isinstance(s, Exception) for s in sols)
     assert sum(s.usage.generated_tokens for s in sols) <= 7 * 600
     assert all("budget_share" in s.metrics for s in sols)  # all seven were members of the one shared budget
+
+
+def test_the_generator_is_built_on_the_engines_own_thread_only():
+    """vLLM's AsyncLLM binds to the loop it starts on: built from another thread, its outputs reach
+    another loop and solves hang (what `ttc label` once did by asking the model's name first)."""
+    from ttc.engine import Engine
+
+    with Engine(backend="fake") as engine:
+        with pytest.raises(RuntimeError, match="engine's own thread"):
+            engine._get_generator()
+        assert engine.model_name == "fake"  # built on the engine's thread
+        assert engine.solve("q", 512).usage.generated_tokens > 0
