@@ -16,7 +16,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, sig):
     out = tmp_path / "out"
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump({
-        "name": "kill", "generator": {"backend": "fake", "options": {"latency_s": 0.15}},
+        "name": "kill", "generator": {"backend": "fake", "options": {"latency_s": 0.4}},
         "dataset": {"source": "arithmetic", "levels": ["add1", "add2"], "per_level": 10},
         "sampling": {"max_tokens": 32}, "strategy": {"name": "best_of_n"}, "budget": 64,
         "max_concurrent_problems": 2, "output": str(out),
