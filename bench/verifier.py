@@ -23,7 +23,8 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "verifier_pipeline.ya
 # Labels recorded by an earlier run of this bench (same recipe, same settings fingerprint): labelling is
 # most of its CPU time, so a fresh output folder starts from them and labels only what they lack.
 RECORDED = Path(__file__).resolve().parent / "data" / "verifier"
-SEEDS = {"calibration_labels.jsonl.gz": "labels.jsonl", "heldout_labels.jsonl.gz": "heldout/labels.jsonl"}
+SEEDS = {"calibration_labels.jsonl.gz": "labels.jsonl", "heldout_labels.jsonl.gz": "heldout/labels.jsonl",
+         "tuning_labels.jsonl.gz": "tuning/labels.jsonl"}
 
 
 def seed_labels(out: Path) -> None:
