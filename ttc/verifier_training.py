@@ -355,7 +355,8 @@ def train_verifier(labels: str | Path, out: str | Path, config: TrainConfig,
         model, val_loss = finetune(model, [(e[0], e[1], e[2]) for e in encoded["train"]],
                                    [(e[0], e[1], e[2]) for e in encoded["val"]], config, pad_id, good_id, bad_id, log)
     model.eval()
-    x_val, y_val = features("val")
+    if config.method != "probe":  # fine-tuning changed the features; a frozen probe reads the same ones
+        x_val, y_val = features("val")
     head = model.get_output_embeddings().weight
     val_logits = (x_val @ (head[good_id] - head[bad_id]).detach().float().cpu()) if len(y_val) else torch.zeros(0)
     validation = _validation_metrics(encoded["val"], val_logits.tolist(), records, items)
