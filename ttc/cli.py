@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from ttc.core.errors import BackendError, BudgetError, ConfigError, SolveError, TTCError
@@ -134,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--samples", type=int, default=16, help="candidates per problem used for selection (default 16)")
     ev.add_argument("--model", default=None, help="policy checkpoint, for scorers that use it (default: embedded)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+
+    cc = sub.add_parser("check-code", parents=[common],
+                        help="judge a solution against HumanEval-format tests in the code sandbox")
+    cc.add_argument("solution", help="Python file with the function under test")
+    cc.add_argument("tests", help="Python file defining check(candidate), which asserts on calls of candidate")
+    cc.add_argument("--entry-point", required=True, help="name of the tested function in SOLUTION")
+    cc.add_argument("--timeout", type=float, default=None, help="wall-clock limit in seconds (default 5)")
+    cc.add_argument("--isolation", choices=["auto", "namespaces", "rlimits"], default="auto",
+                    help="namespaces (root on Linux), rlimits, or auto: namespaces when they work here")
+    cc.add_argument("--json", action="store_true", help="print one JSON object")
 
     address_help = "Ray job server (dashboard) URL; default $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265"
     j = sub.add_parser("submit", parents=[common], help="run a recipe as a Ray job on a cluster")
@@ -337,6 +348,30 @@ def cmd_eval_verifier(args) -> int:
     return 0
 
 
+def cmd_check_code(args) -> int:
+    from ttc.core.config import validate
+    from workers.sandbox import CodeJob, Sandbox, SandboxConfig
+
+    texts = {}
+    for label, path in (("SOLUTION", args.solution), ("TESTS", args.tests)):
+        try:
+            texts[label] = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{label} {path!r} cannot be read: {exc}") from None
+    options = {"isolation": args.isolation, **({"timeout_s": args.timeout} if args.timeout is not None else {})}
+    sandbox = Sandbox(validate(SandboxConfig, options, "check-code"))
+    job = CodeJob(solution=texts["SOLUTION"], entry_point=args.entry_point, tests=texts["TESTS"])
+    verdict = sandbox.check(job)  # the verdict is the output: exit 0 whatever it says
+    if args.json:
+        print(json.dumps(verdict.to_dict()))
+    else:
+        print(f"{verdict.status}: {verdict.tests_passed}/{verdict.tests_total} tests passed "
+              f"in {verdict.seconds:.2f} s ({verdict.isolation} isolation)" + (f"; {verdict.message}" if verdict.message else ""))
+        if verdict.output:
+            print("output" + (" (cut)" if verdict.output_truncated else "") + ":\n" + verdict.output)
+    return 0
+
+
 def cmd_calibrate(args) -> int:
     from ttc.calibrate import calibrate
     from ttc.core.config import parse_assignments
@@ -364,7 +399,7 @@ def cmd_calibrate(args) -> int:
 COMMANDS = {"solve": "cmd_solve", "run": "cmd_run", "calibrate": "cmd_calibrate", "submit": "cmd_submit",
             "jobs": "cmd_jobs", "label": "cmd_label", "train-verifier": "cmd_train_verifier",
             "verifier-pipeline": "cmd_verifier_pipeline",
-            "eval-verifier": "cmd_eval_verifier"}
+            "eval-verifier": "cmd_eval_verifier", "check-code": "cmd_check_code"}
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
