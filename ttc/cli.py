@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("solution", help="Python file with the function under test")
     cc.add_argument("tests", help="Python file defining check(candidate), which asserts on calls of candidate")
     cc.add_argument("--entry-point", required=True, help="name of the tested function in SOLUTION")
-    cc.add_argument("--timeout", type=float, default=None, help="wall-clock limit in seconds (default 5)")
+    cc.add_argument("--timeout", type=float, default=None, help="wall-clock limit in seconds (default 3)")
     cc.add_argument("--isolation", choices=["auto", "namespaces", "rlimits"], default="auto",
                     help="namespaces (root on Linux), rlimits, or auto: namespaces when they work here")
     cc.add_argument("--json", action="store_true", help="print one JSON object")

@@ -13,6 +13,7 @@ from typing import Any, Coroutine, Sequence, TypeVar
 
 from ttc.core.budget import Budget, Ledger
 from ttc.core.config import validate
+from ttc.core.code import is_code_problem
 from ttc.core.context import SearchContext
 from ttc.core.errors import BackendError, BudgetError, ConfigError, SolveError, TTCError
 from ttc.core.plugins import Generator, Scorer, Strategy, Worker
@@ -58,6 +59,7 @@ class Engine:
         self._scorer = scorer
         self._owns_scorer = scorer is None
         self._named_scorers: dict[str, Scorer] = {}
+        self._code_judge = None  # the sandbox that judges code problems' candidates, built on first use
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -206,12 +208,29 @@ class Engine:
                 cause = str(exc) if isinstance(exc, TTCError) else f"{type(exc).__name__}: {exc}"
                 raise SolveError(f"{strat.name} failed: {cause}", self._partial(ctx, strat)) from exc
             usage = ledger.finish()
+            if is_code_problem(problem) and problem.metadata.get("test"):
+                await self._judge_code(problem, [*outcome.candidates, *([outcome.best] if outcome.best else [])])
             metrics = dict(outcome.metrics)
             metrics["budget_limited"] = ctx.budget_limited
             if budget.generated_tokens is not None:  # how much of the token budget the strategy put to use
                 metrics["budget_used"] = round(usage.generated_tokens / budget.generated_tokens, 4)
             return Solution(outcome.answer, strat.name, outcome.best, outcome.candidates, usage, ctx.trace,
                             metrics, problem)
+
+    async def _judge_code(self, problem: Problem, candidates: list[Trajectory]) -> None:
+        """Correctness of code candidates: each distinct program against the hidden tests, in the sandbox.
+        This is evaluation, after the search: nothing the strategy saw came from these tests."""
+        from workers.sandbox import CodeJob, Sandbox
+
+        if self._code_judge is None:
+            self._code_judge = Sandbox()
+        programs = sorted({t.answer for t in candidates if t.answer})
+        entry = problem.metadata["entry_point"]
+        prelude = problem.metadata.get("code_prompt", "")  # helpers some hidden tests call
+        jobs = [CodeJob(p, entry, problem.metadata["test"], prelude) for p in programs]
+        verdicts = dict(zip(programs, await self._code_judge.acheck_many(jobs)))
+        for t in candidates:
+            t.correct = bool(t.answer) and verdicts[t.answer].passed
 
     @staticmethod
     def _partial(ctx: SearchContext, strat: Strategy) -> Solution:

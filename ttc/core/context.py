@@ -17,6 +17,7 @@ from ttc.core.errors import BackendError
 from ttc.core.plugins import Generator, Scorer
 from ttc.core.types import Completion, GenerationRequest, GenerationResult, Problem, SamplingParams, Trajectory
 from ttc.core.answers import answers_match, extract_answer
+from ttc.core.code import extract_program, is_code_problem
 
 #: What ends a reasoning step unless a strategy's `step_separator` says otherwise: a blank line.
 STEP_SEPARATOR = "\n\n"
@@ -144,8 +145,11 @@ class SearchContext:
 
     def keep(self, t: Trajectory) -> Trajectory:
         """Extract the answer, judge it when the reference is known, and record the trajectory."""
-        t.answer = extract_answer(t.text)
-        if self.problem.reference is not None:
+        if is_code_problem(self.problem):
+            t.answer = extract_program(t.text, self.problem)  # judged by running it, after the search
+        else:
+            t.answer = extract_answer(t.text)
+        if self.problem.reference is not None and not is_code_problem(self.problem):
             t.correct = t.answer is not None and answers_match(t.answer, self.problem.reference)
         self.produced.append(t)
         return t

