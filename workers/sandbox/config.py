@@ -24,9 +24,10 @@ class SandboxConfig(StrictModel):
     processes: int = Field(16, ge=1, le=4096, description="most processes and threads of the sandbox user at once")
     output_bytes: int = Field(8192, ge=0, le=1 << 24, description="stdout and stderr kept per candidate; the rest is cut")
     concurrency: int = Field(0, ge=0, le=256, description="candidates run at once; 0: one per CPU core")
-    uid_base: int = Field(61000, ge=1000, le=2**31 - 1 - 256,
-                          description="sandbox slot i runs as user uid_base + i (when started as root), "
-                          "so slots never share a process count and leftovers are found by user")
+    uid_base: int | None = Field(None, ge=1000, le=2**31 - 1 - 256,
+                                 description="slot i runs as user uid_base + i (when started as root), so slots "
+                                 "never share a process count and leftovers are found by user; None: a block "
+                                 "of 256 uids of this process's own, from its PID")
     python: str | None = Field(None, description="interpreter for candidates; None: this one if the sandbox "
                                "user can run it, else python3 from /usr/bin or /usr/local/bin")
     max_message_bytes: int = Field(1 << 22, ge=1024, le=1 << 30, description="largest reply (one return value) accepted")

@@ -21,9 +21,10 @@ from ttc.core.errors import ConfigError
 UNSHARE_FLAGS = ["--net", "--mount", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc", "--propagation", "private"]
 
 WHAT_IS_ISOLATED = {
-    "namespaces": "own network namespace (no network at all), own mount namespace (every host "
-    "filesystem read-only, a private size-limited /tmp), own PID namespace (the whole process tree "
-    "dies with the run), a separate unprivileged user per slot, rlimits, stripped environment",
+    "namespaces": "own network namespace (no network at all), own mount namespace with a new root "
+    "holding only the system folders (read-only, nosuid, nodev) and a private size-limited /tmp, own "
+    "PID namespace (the whole process tree dies with the run), a separate unprivileged user per slot "
+    "with no-new-privileges, rlimits, stripped environment",
     "rlimits": "rlimits (CPU, memory, file size, open files, processes), a separate process group, "
     "a stripped environment, a separate unprivileged user per slot only when run as root; NOT isolated: "
     "the network, the host filesystem (whatever that user may write), and processes that leave the group",
@@ -41,6 +42,28 @@ class Isolation:
     python: str
     drop_privileges: bool  # started as root: each slot runs as its own unprivileged user
     reason: str = ""  # why namespaces are not used, in rlimits mode
+    #: namespaces mode: the host folders bound (read-only) into the candidate's new root, and its symlinks
+    root_binds: tuple[str, ...] = ()
+    root_links: tuple[tuple[str, str], ...] = ()
+
+
+SYSTEM_FOLDERS = ("usr", "etc", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+def root_layout(python: str) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """What the candidate's root holds: the system folders (symlinks, as on merged-/usr systems,
+    stay symlinks), and the interpreter's own prefix when it lives elsewhere."""
+    binds, links = [], []
+    for name in SYSTEM_FOLDERS:
+        path = "/" + name
+        if os.path.islink(path):
+            links.append((name, os.readlink(path)))
+        elif os.path.isdir(path):
+            binds.append(path)
+    prefix = str(Path(os.path.realpath(python)).parent.parent)
+    if not any(prefix == b or prefix.startswith(b + "/") for b in binds):
+        binds.append(prefix)
+    return tuple(binds), tuple(links)
 
 
 def runnable_by_others(path: str) -> bool:
@@ -86,7 +109,8 @@ def detect(requested: str = "auto", python: str | None = None) -> Isolation:
     else:
         reason = _try_namespaces(unshare, python_path)
     if not reason:
-        return Isolation("namespaces", unshare, python_path, drop_privileges=True)
+        binds, links = root_layout(python_path)
+        return Isolation("namespaces", unshare, python_path, drop_privileges=True, root_binds=binds, root_links=links)
     if requested == "namespaces":
         raise ConfigError(f"sandbox.isolation: 'namespaces' is not available here: {reason}")
     return _fallback(python_path, root, reason, warn=True)

@@ -22,7 +22,14 @@ from workers.sandbox.config import SandboxConfig
 from workers.sandbox.isolation import UNSHARE_FLAGS, Isolation
 
 WORKER_SOURCE = Path(worker.__file__).read_text()
+PIPE_CHUNK = 4096  # at most PIPE_BUF: a pipe reported writable takes it whole, so the write never blocks
 SANDBOX_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0"}
+
+
+def uid_base(config: SandboxConfig) -> int:
+    """First slot user: as configured, else one block of 256 uids per engine process (by its PID), so
+    two engines on one host never share a slot user (its process count, or the kill of its leftovers)."""
+    return config.uid_base if config.uid_base is not None else 100_000 + 256 * (os.getpid() % 100_000)
 
 
 class CallFailed(Exception):
@@ -36,12 +43,13 @@ class CallFailed(Exception):
 class CandidateProcess:
     def __init__(self, config: SandboxConfig, isolation: Isolation, slot: int):
         self.config, self.isolation = config, isolation
-        self.uid = config.uid_base + slot if isolation.drop_privileges else None
+        self.uid = uid_base(config) + slot if isolation.drop_privileges else None
         self.deadline = time.monotonic() + config.timeout_s
         self.timed_out = self.memory = False
         self.exited = False
         self._buffer = b""
         self._workdir: str | None = None
+        self._captured: tuple[str, bool] | None = None
         self._start()
 
     # -------------------------------------------------------------- start and stop
@@ -62,6 +70,7 @@ class CandidateProcess:
         request_r, self._request_w = os.pipe()
         self._reply_r, reply_w = os.pipe()
         settings = {"namespaces": namespaces, "workdir": workdir, "tmpfs_bytes": self.config.tmp_size_mb << 20,
+                    "root_binds": list(self.isolation.root_binds), "root_links": dict(self.isolation.root_links),
                     "uid": self.uid, "gid": self.uid, "limits": self._limits(),
                     "request_fd": request_r, "reply_fd": reply_w}
         command = [self.isolation.python, "-I", "-S", "-c", WORKER_SOURCE, json.dumps(settings)]
@@ -118,26 +127,38 @@ class CandidateProcess:
         if self._workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+        if hasattr(self, "_output") and not self._output.closed:
+            self.output()  # kept, then the file goes
+            self._output.close()
         if status is not None and -status == signal.SIGXCPU:
             self.timed_out = True
         return status
 
     def output(self) -> tuple[str, bool]:
         """What it printed (stdout and stderr), cut at output_bytes; and whether it was cut."""
-        keep = self.config.output_bytes
-        self._output.seek(0)
-        data = self._output.read(keep + 1)
-        return data[:keep].decode("utf-8", "replace"), len(data) > keep
+        if self._captured is None and not self._output.closed:
+            keep = self.config.output_bytes
+            self._output.seek(0)
+            data = self._output.read(keep + 1)
+            self._captured = (data[:keep].decode("utf-8", "replace"), len(data) > keep)
+        return self._captured or ("", False)
 
     # -------------------------------------------------------------- talking
     def _send(self, message: dict) -> None:
+        """Write one request within the deadline: a candidate that stops reading cannot block the judge."""
         data = (json.dumps(message) + "\n").encode()
-        try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._request_w, selectors.EVENT_WRITE)
             while data:
-                data = data[os.write(self._request_w, data):]
-        except (BrokenPipeError, OSError):
-            self.exited = True
-            raise CallFailed("exited", "the candidate's process is gone") from None
+                left = self.deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    self.timed_out = True
+                    raise CallFailed("timeout", "the candidate stopped reading its input")
+                try:
+                    data = data[os.write(self._request_w, data[:PIPE_CHUNK]):]
+                except (BrokenPipeError, OSError):
+                    self.exited = True
+                    raise CallFailed("exited", "the candidate's process is gone") from None
 
     def _receive(self) -> dict | None:
         """The next reply, or None when the process closed its end or the deadline passed."""
@@ -155,15 +176,22 @@ class CandidateProcess:
                     return None
                 self._buffer += chunk
                 if len(self._buffer) > cap:
+                    self._give_up()
                     raise CallFailed("protocol", f"a reply longer than {cap} bytes")
         line, self._buffer = self._buffer.split(b"\n", 1)
         try:
             message = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
+            self._give_up()
             raise CallFailed("protocol", "a reply that is not JSON") from None
         if not isinstance(message, dict):
+            self._give_up()
             raise CallFailed("protocol", "a reply that is not an object")
         return message
+
+    def _give_up(self) -> None:
+        """After a protocol error the reply stream is out of step: nothing more is asked of this process."""
+        self.exited = True
 
     def _expect(self) -> dict:
         if self.timed_out or self.exited:
@@ -194,7 +222,8 @@ class CandidateProcess:
         if "value" in reply:
             try:
                 return worker.decode(reply["value"])
-            except (ValueError, TypeError, RecursionError) as exc:
+            except (ValueError, TypeError, RecursionError, OverflowError) as exc:
+                self._give_up()
                 raise CallFailed("protocol", f"a malformed return value ({exc})") from None
         if "refused" in reply:
             raise CallFailed("refused", f"the return value is not plain data ({reply['refused']})")
