@@ -25,7 +25,8 @@ def _powers_of_two(n: int) -> list[int]:
 
 def _scaling_curves(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     """coverage@k, maj@k (and weighted@k / best-of@k with scores), subsampled from one large-N run."""
-    judged = [r for r in records if r["reference"] is not None and r["candidates"]]
+    # Judged: every candidate has a verdict (a reference answer, or a code problem's hidden tests).
+    judged = [r for r in records if r["candidates"] and all(c["correct"] is not None for c in r["candidates"])]
     if not judged:
         return None
     n_min = min(len(r["candidates"]) for r in judged)
