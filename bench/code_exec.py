@@ -124,8 +124,9 @@ def run_cached(engine, problems, name: str, strategy: str, options: dict) -> lis
         records.append({"id": p.id, "correct": bool(s.correct), "tokens": s.usage.generated_tokens,
                         "candidates": [{"correct": bool(c.correct), "tokens": c.num_tokens, "has_program": bool(c.answer),
                                         "score": c.step_scores[-1] if c.step_scores else None} for c in s.candidates],
+                        "public_tests": bool(p.metadata.get("public_tests")),
                         "sketches": s.metrics.get("sketches", []),
-                        "texts": [c.text[:600] for c in s.candidates][:16] if name == "best_of_n" else []})
+                        "programs": [c.answer[len(p.metadata["code_prompt"]):][:1500] for c in s.candidates if c.answer][:16]})
     OUT.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"key": key, "records": records, "seconds": round(time.perf_counter() - started, 1)}))
     print(f"bench.code_exec: {name} done in {time.perf_counter() - started:.0f} s", flush=True)
@@ -145,6 +146,8 @@ def best_of_k_curve(records, trials: int = 400, seed: int = 0) -> list[dict]:
             total = 0.0
             for _ in range(trials):
                 pick = rng.sample(cands, min(k, len(cands)))
+                # as the engine's verifier rule: only candidates with a program compete (unless none has one)
+                pick = [c for c in pick if c["has_program"]] or pick
                 top = max(c["score"] or 0.0 for c in pick)
                 tied = [c for c in pick if (c["score"] or 0.0) == top]
                 total += sum(c["correct"] for c in tied) / len(tied)
@@ -167,6 +170,20 @@ def diversity(texts_per_problem: list[list[str]]) -> float | None:
         n = len(texts)
         values.append(1.0 - (sims.sum() - n) / (n * (n - 1)))
     return round(float(np.mean(values)), 4) if values else None
+
+
+def _adaptive_split(adaptive, bon, with_tests: bool) -> dict:
+    """Adaptive against fixed best-of-16 on the tasks with (or without) public tests: without any, a
+    program that merely loads scores 1, so adaptive stops after one round there."""
+    ids = {r["id"] for r in adaptive if r["public_tests"] == with_tests}
+    a = [r for r in adaptive if r["id"] in ids]
+    b = [r for r in bon if r["id"] in ids]
+    if not a:
+        return {"problems": 0}
+    return {"problems": len(a), "accuracy": round(float(np.mean([r["correct"] for r in a])), 4),
+            "tokens": round(float(np.mean([r["tokens"] for r in a])), 1),
+            "best_of_16_accuracy": round(float(np.mean([r["correct"] for r in b])), 4),
+            "best_of_16_tokens": round(float(np.mean([r["tokens"] for r in b])), 1)}
 
 
 def model_figures(problems) -> dict:
@@ -206,7 +223,10 @@ def model_figures(problems) -> dict:
                         "programs": round(float(np.mean([len(r["candidates"]) for r in plan])), 2),
                         "best_of_k_at_its_tokens": {"k": at_plan_tokens["k"], "accuracy": round(at_plan_tokens["accuracy"], 4)},
                         "sketch_diversity": diversity([r["sketches"] for r in plan])},
-        "sample_diversity": diversity([r["texts"] for r in bon]),
+        "program_diversity": {"best_of_n": diversity([r["programs"] for r in bon]),
+                              "plan_search": diversity([r["programs"] for r in plan])},
+        "adaptive_with_public_tests": _adaptive_split(adaptive, bon, True),
+        "adaptive_without_public_tests": _adaptive_split(adaptive, bon, False),
         "adaptive": {"accuracy": round(adaptive_acc, 4), "tokens": round(adaptive_tokens, 1),
                      "fixed_k_reaching_it": reach["k"] if reach else None,
                      "fixed_tokens_reaching_it": round(reach["tokens"], 1) if reach else None},

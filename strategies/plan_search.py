@@ -11,7 +11,10 @@ The candidates (one program per sketch) are scored by the scorer — on code pro
 execution verifier's public-test pass rate — and the best is chosen; ties go to the program
 most candidates agree on. How many subsets are explored follows from the token budget: each
 pass plans only what its worst case (every request at its max_tokens) still pays for, and
-further passes use what the earlier ones left.
+further passes use what the earlier ones left; once every subset is explored, what is left buys
+more code samples from the plans' pseudocode (up to `max_code_samples` per plan). On a code
+problem the planning stages see the task (its stub and docstring), not the instruction to
+answer with code; the code stage gets the instruction.
 """
 from __future__ import annotations
 
@@ -54,6 +57,8 @@ class PlanSearchConfig(SamplingOptions):
     second_order_tokens: int = Field(128, ge=16, le=8192, description="Length of each second-order observation.")
     sketch_tokens: int = Field(192, ge=16, le=8192, description="Length of each solution sketch (and negated one).")
     pseudocode_tokens: int = Field(256, ge=16, le=8192, description="Length of each pseudocode.")
+    max_code_samples: int = Field(8, ge=1, le=256, description="Most programs per pseudocode: once every subset is "
+                                  "explored, what the budget has left buys more code samples of the plans.")
     max_plans: int | None = Field(None, ge=1, le=4096, description="Most subsets explored; None: as many as the budget pays for.")
 
 
@@ -97,7 +102,9 @@ class PlanSearch(Strategy):
 
     async def run(self, ctx: SearchContext) -> Outcome:
         c = self.config
-        problem = ctx.problem.prompt
+        # The planning stages see the task, not the instruction to answer with code at once.
+        stub = ctx.problem.metadata.get("code_prompt")
+        problem = f"Problem:\n```python\n{stub}```" if stub else ctx.problem.prompt
         (listing,) = await self._ask(ctx, [OBSERVATIONS.format(problem=problem, k=c.observations)],
                                      c.observation_tokens, "observations")
         observations = parse_observations(listing or "", c.observations)
@@ -108,15 +115,19 @@ class PlanSearch(Strategy):
             subsets = subsets[:c.max_plans]
         sketches: list[str] = []
         candidates: list[Trajectory] = []
+        code_prompts: list[str] = []
         done = 0
         for _ in range(MAX_PASSES):
             batch = self._affordable(ctx, subsets[done:])
             if not batch:
                 break
             done += len(batch)
-            new_sketches, new_candidates = await self._plans(ctx, problem, observations, batch)
+            new_sketches, new_prompts, new_candidates = await self._plans(ctx, problem, observations, batch)
             sketches += new_sketches
+            code_prompts += new_prompts
             candidates += new_candidates
+        # Every subset explored and budget left: more programs from the plans' pseudocode.
+        candidates += await self._more_code(ctx, code_prompts)
         ctx.record("plans", observations=len(observations), subsets=done, sketches=len(sketches), programs=len(candidates))
         best, rates = await self._select(ctx, candidates)
         metrics = {"observations": len(observations), "plans": done, "sketches": [s[:400] for s in sketches],
@@ -156,14 +167,23 @@ class PlanSearch(Strategy):
         pseudo = await self._ask(ctx, [PSEUDOCODE.format(problem=problem, sketch=s) for s in sketches],
                                  c.pseudocode_tokens, "pseudocode")
         pseudo = [p.strip() for p in pseudo if p and p.strip()]
-        prompts = [CODE.format(problem=problem, pseudocode=p) for p in pseudo]
+        prompts = [CODE.format(problem=ctx.problem.prompt, pseudocode=p) for p in pseudo]
         if not prompts:
-            return sketches, []
+            return sketches, [], []
         rendered = [await ctx.generator.arender_prompt(Problem(prompt=t, system=ctx.problem.system)) for t in prompts]
-        results = await ctx.generate([GenerationRequest(p, c.params(1)) for p in rendered])
-        ctx.record("stage", stage="code", requests=len(prompts), answered=sum(r is not None for r in results))
-        programs = [ctx.trajectory(r.completions[0]) for r in results if r is not None and r.completions]
-        return sketches, programs
+        return sketches, rendered, await self._code(ctx, rendered, 1)
+
+    async def _code(self, ctx: SearchContext, rendered: list[str], n: int) -> list[Trajectory]:
+        results = await ctx.generate([GenerationRequest(p, self.config.params(n)) for p in rendered])
+        ctx.record("stage", stage="code", requests=len(rendered), answered=sum(r is not None for r in results))
+        return [ctx.trajectory(c) for r in results if r is not None for c in r.completions]
+
+    async def _more_code(self, ctx: SearchContext, rendered: list[str]) -> list[Trajectory]:
+        left = ctx.ledger.generated_left()
+        if not rendered or left is None:
+            return []
+        n = min(self.config.max_code_samples - 1, left // (self.config.max_tokens * len(rendered)))
+        return await self._code(ctx, rendered, n) if n >= 1 else []
 
     async def _select(self, ctx: SearchContext, candidates: list[Trajectory]) -> tuple[Trajectory | None, list[float]]:
         """Highest score (public-test pass rate); among the tied, the program most candidates share."""

@@ -208,29 +208,39 @@ class Engine:
                 cause = str(exc) if isinstance(exc, TTCError) else f"{type(exc).__name__}: {exc}"
                 raise SolveError(f"{strat.name} failed: {cause}", self._partial(ctx, strat)) from exc
             usage = ledger.finish()
-            if is_code_problem(problem) and problem.metadata.get("test"):
-                await self._judge_code(problem, [*outcome.candidates, *([outcome.best] if outcome.best else [])])
             metrics = dict(outcome.metrics)
+            if is_code_problem(problem) and problem.metadata.get("test"):
+                judged = [*outcome.candidates, *([outcome.best] if outcome.best else [])]
+                metrics.update(await self._judge_code(problem, judged, scorer))
             metrics["budget_limited"] = ctx.budget_limited
             if budget.generated_tokens is not None:  # how much of the token budget the strategy put to use
                 metrics["budget_used"] = round(usage.generated_tokens / budget.generated_tokens, 4)
             return Solution(outcome.answer, strat.name, outcome.best, outcome.candidates, usage, ctx.trace,
                             metrics, problem)
 
-    async def _judge_code(self, problem: Problem, candidates: list[Trajectory]) -> None:
+    async def _judge_code(self, problem: Problem, candidates: list[Trajectory], scorer: Scorer | None) -> dict:
         """Correctness of code candidates: each distinct program against the hidden tests, in the sandbox.
-        This is evaluation, after the search: nothing the strategy saw came from these tests."""
-        from workers.sandbox import CodeJob, Sandbox
+        This is evaluation, after the search: nothing the strategy saw came from these tests. Returns
+        the figures it adds to the solution's metrics (coverage, or the error that left it unjudged)."""
+        from workers.sandbox import CodeJob, Sandbox, SandboxConfig
 
         if self._code_judge is None:
-            self._code_judge = Sandbox()
+            # The execution verifier's limits, when it is the scorer; built off the loop (the first build
+            # makes one trial run of the isolation).
+            config = getattr(getattr(scorer, "config", None), "sandbox", None)
+            self._code_judge = await asyncio.to_thread(Sandbox, config if isinstance(config, SandboxConfig) else None)
         programs = sorted({t.answer for t in candidates if t.answer})
         entry = problem.metadata["entry_point"]
         prelude = problem.metadata.get("code_prompt", "")  # helpers some hidden tests call
         jobs = [CodeJob(p, entry, problem.metadata["test"], prelude) for p in programs]
-        verdicts = dict(zip(programs, await self._code_judge.acheck_many(jobs)))
+        try:
+            verdicts = dict(zip(programs, await self._code_judge.acheck_many(jobs)))
+        except TTCError as exc:  # bad hidden tests, a broken sandbox: the search's work is kept, unjudged
+            return {"judge_error": str(exc)}
         for t in candidates:
             t.correct = bool(t.answer) and verdicts[t.answer].passed
+        unique = {id(t): t for t in candidates}.values()
+        return {"coverage": any(t.correct for t in unique), "correct_samples": sum(bool(t.correct) for t in unique)}
 
     @staticmethod
     def _partial(ctx: SearchContext, strat: Strategy) -> Solution:

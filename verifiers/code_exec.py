@@ -8,6 +8,7 @@ A candidate with no program scores 0. Costs no model tokens; its price is CPU ti
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Sequence
 
 from pydantic import Field
@@ -37,10 +38,9 @@ class CodeExecScorer(Scorer):
         super().__init__(config)
         self._sandbox: Sandbox | None = None
 
-    @property
-    def sandbox(self) -> Sandbox:
-        if self._sandbox is None:  # isolation is detected (one trial run) on first use, not at import
-            self._sandbox = Sandbox(self.config.sandbox)
+    async def _get_sandbox(self) -> Sandbox:
+        if self._sandbox is None:  # built on first use, off the event loop: it makes one trial run
+            self._sandbox = await asyncio.to_thread(Sandbox, self.config.sandbox)
         return self._sandbox
 
     async def score(self, problem: Problem, trajectories: Sequence[Trajectory]) -> ScoreResult:
@@ -49,11 +49,10 @@ class CodeExecScorer(Scorer):
         # Without public tests, all execution can tell is whether the program loads and defines the function.
         tests = problem.metadata.get("public_tests") or LOADS_ONLY
         entry = problem.metadata["entry_point"]
-        runnable = [i for i, t in enumerate(trajectories) if t.answer]
+        programs = sorted({t.answer for t in trajectories if t.answer})  # each distinct program runs once
         prelude = problem.metadata.get("code_prompt", "")  # helpers the tests may call
-        jobs = [CodeJob(trajectories[i].answer, entry, tests, prelude) for i in runnable]
-        verdicts = await self.sandbox.acheck_many(jobs)
-        rates = [0.0] * len(trajectories)
-        for i, verdict in zip(runnable, verdicts):
-            rates[i] = verdict.pass_rate
+        sandbox = await self._get_sandbox()
+        verdicts = await sandbox.acheck_many([CodeJob(p, entry, tests, prelude) for p in programs])
+        rate = {p: v.pass_rate for p, v in zip(programs, verdicts)}
+        rates = [rate[t.answer] if t.answer else 0.0 for t in trajectories]
         return ScoreResult([[r] * max(1, len(t.steps)) for r, t in zip(rates, trajectories)], 0)

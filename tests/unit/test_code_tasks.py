@@ -57,6 +57,40 @@ def test_the_program_is_the_stub_then_the_code():
     assert extract_program("```python\ndef add(a, b) return\n```", p) is None  # does not parse
 
 
+def test_unfenced_code_keeps_its_imports_and_drops_trailing_prose():
+    text = "Sure:\nimport math\n\ndef add(a, b):\n    return math.floor(a) + b\n\nThis works because it adds."
+    program = extract_program(text, problem())
+    assert "import math\n\ndef add(a, b):" in program and "This works" not in program
+
+
+def test_a_method_named_like_the_entry_point_is_not_it():
+    text = "```python\nclass Adder:\n    def add(self, a, b):\n        return a + b\n```"
+    program = extract_program(text, problem())  # read as a continuation of the stub: its add stays the stub's
+    assert program is None or "\ndef add(" not in program[len(STUB):]
+
+
+def test_programs_agree_only_line_for_line():
+    from ttc.core.answers import answers_match
+
+    a = "def f(x):\n    if x:\n        return 1\n    return 2\n"
+    b = "def f(x):\n    if x:\n        return 1\n        return 2\n"  # same tokens, other indentation
+    assert answers_match(a, a.replace("\n", "  \n") + "\n\n") and not answers_match(a, b)
+
+
+def test_arrow_examples_become_public_tests():
+    stub = 'def g(x):\n    """Examples:\n    g(3) ==> True\n    g(4) ==> False\n    """\n'
+    assert docstring_examples(stub, "g") == [("g(3)", True), ("g(4)", False)]
+
+
+def test_the_search_never_sees_the_hidden_tests():
+    p = problem()
+    p.metadata["test"] = "def check(candidate):\n    assert False\n"  # hidden tests nobody passes
+    with Engine(generator=scripted([GOOD, BAD]), verifier="code_exec") as engine:
+        solution = engine.solve(p, 2000, "best_of_n", n=6, max_tokens=64, selection="verifier")
+    # the search chose by the public tests (a pass rate of 1); the hidden ones judged every candidate wrong
+    assert solution.best.step_scores[-1] == 1.0 and not any(c.correct for c in solution.candidates)
+
+
 def test_the_last_fenced_block_that_defines_the_function_wins():
     text = "```python\ndef helper():\n    pass\n```\n" + BAD + "\nbetter:\n" + GOOD
     assert "return a + b" in extract_program(text, problem())
@@ -132,11 +166,14 @@ def test_plan_search_runs_its_stages_in_order_within_the_budget():
     stages = [e["stage"] for e in solution.trace if e.get("event") == "stage"]
     assert stages[:6] == ["observations", "second_order", "sketch", "negate", "pseudocode", "code"]
     plans = next(e for e in solution.trace if e.get("event") == "plans")
-    # 3 observations: 3 singletons and 3 pairs; each plan has a sketch and its negation -> 2 programs
-    assert plans["observations"] == 3 and plans["subsets"] == 6 and plans["programs"] == 12
+    # 3 observations: 3 singletons and 3 pairs; each plan has a sketch and its negation -> 12 pseudocodes,
+    # one program each; the budget left then buys up to 7 more programs per pseudocode (max_code_samples 8)
+    assert plans["observations"] == 3 and plans["subsets"] == 6 and plans["programs"] == 12 * 8
+    assert stages[6:] == ["code"]
     assert solution.usage.generated_tokens <= budget
     assert solution.correct and solution.best.step_scores[-1] == 1.0
     assert len(solution.metrics["sketches"]) == 12 and solution.metrics["passing_public"] >= 1
+    assert solution.metrics["coverage"] and solution.metrics["correct_samples"] >= 1  # judged by the hidden tests
     # every stage was one batch: one generate call per stage, all its requests together
     assert len(gen.calls) == len(stages)
 

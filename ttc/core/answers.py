@@ -155,13 +155,18 @@ def answers_match(a: str, b: str) -> bool:
     if not isinstance(a, str) or not isinstance(b, str):
         return False
     if "\n" in a or "\n" in b:
-        # Programs (the answers of code problems) are not mathematics: the same program up to
-        # whitespace, or different. Running them is the execution verifier's job, not this one's.
-        return a.split() == b.split()
+        # Programs (the answers of code problems) are not mathematics: the same lines (indentation
+        # kept, trailing spaces and blank lines not), or different. Running them is the execution
+        # verifier's job, not this one's.
+        return _program_lines(a) == _program_lines(b)
     na, nb = _normalise(a), _normalise(b)
     if not na or not nb:
         return False
     return _equivalent(na, nb)
+
+
+def _program_lines(text: str) -> list[str]:
+    return [line.rstrip() for line in text.splitlines() if line.strip()]
 
 
 _PLAIN_NUMBER = re.compile(r"-?(?:\d+(?:\.\d*)?|\.\d+)(?:/\d+)?")

@@ -22,7 +22,8 @@ def is_code_problem(problem: Problem) -> bool:
 
 
 def _defines(code: str, name: str) -> bool:
-    return re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(name)}\s*\(", code, re.M) is not None
+    """A top-level def of `name` (a method of that name in a class is not the entry point)."""
+    return re.search(rf"^(?:async\s+)?def\s+{re.escape(name)}\s*\(", code, re.M) is not None
 
 
 def _parses(code: str) -> bool:
@@ -33,12 +34,27 @@ def _parses(code: str) -> bool:
     return True
 
 
+_CODE_START = re.compile(r"^(?:import\s|from\s+\S+\s+import\s|def\s|async\s+def\s|class\s|@)", re.M)
+
+
+def _unfenced_code(text: str, name: str) -> str:
+    """Code written without a fence: from the first import or def line before the entry point's def,
+    with trailing prose lines dropped until it parses."""
+    definition = re.search(rf"^(?:async\s+)?def\s+{re.escape(name)}\s*\(", text, re.M).start()
+    starts = [m.start() for m in _CODE_START.finditer(text) if m.start() <= definition]
+    lines = text[starts[0] if starts else definition:].split("```")[0].rstrip().splitlines()
+    while lines and not _parses("\n".join(lines)):
+        lines.pop()
+    return "\n".join(lines)
+
+
 def extract_program(text: str, problem: Problem) -> str | None:
     """The program a completion stands for, or None when it holds no code for the entry point.
 
-    Taken, in order: the last fenced block that defines the entry point; unfenced text that
-    defines it; else the completion read as the body that continues the stub. The stub goes
-    first in every case, so its imports and helpers are there and a redefinition replaces it.
+    Taken, in order: the last fenced block that defines the entry point (at top level); unfenced
+    code that defines it (from its first import or def, trailing prose dropped); else the
+    completion read as the body that continues the stub. The stub goes first in every case, so its
+    imports and helpers are there and a redefinition replaces it.
     """
     entry = problem.metadata.get("entry_point", "")
     stub = problem.metadata.get("code_prompt", "")
@@ -47,8 +63,7 @@ def extract_program(text: str, problem: Problem) -> str | None:
     if defining:
         code = defining[-1]
     elif _defines(text, entry):
-        code = text[re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(entry)}\s*\(", text, re.M).start():]
-        code = code.split("```")[0]
+        code = _unfenced_code(text, entry)
     elif stub and text.strip():
         body = blocks[-1] if blocks else text
         joined = stub + body
@@ -56,4 +71,4 @@ def extract_program(text: str, problem: Problem) -> str | None:
     else:
         return None
     program = (stub.rstrip() + "\n\n\n" + code.strip() + "\n") if stub else code.strip() + "\n"
-    return program if _parses(program) else None
+    return program if _parses(program) and _defines(code, entry) else None

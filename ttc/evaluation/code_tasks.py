@@ -17,7 +17,7 @@ from ttc.core.types import Problem
 INSTRUCTION = ("Complete the following Python function. Reply with the whole function, imports included, "
                "in one ```python code block.\n\n```python\n{code}```")
 
-_ARROWS = r"(?:==|➞|=>|->|→|returns|should return|should be|=)"
+_ARROWS = r"(?:==>|==|➞|=>|->|→|returns|should return|should be|=)"
 
 
 def _literal(text: str):

@@ -30,8 +30,11 @@ def fingerprint(settings: Any) -> str:
 
 def record_fingerprint(settings: str, problem: Problem) -> str:
     """A result's fingerprint: its configuration's settings and the dataset problem as loaded
-    (prompt, reference, system message), so an edited problem is not taken for the old one."""
-    return fingerprint([settings, problem.prompt, problem.reference, problem.system])
+    (prompt, reference, system message, and a code problem's entry point and tests), so an edited
+    problem is not taken for the old one."""
+    parts = [settings, problem.prompt, problem.reference, problem.system]
+    code = {k: problem.metadata[k] for k in ("entry_point", "public_tests", "test") if k in problem.metadata}
+    return fingerprint(parts + [code] if code else parts)
 
 
 class ResultsLog:

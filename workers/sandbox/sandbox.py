@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from ttc.core.config import validate
+from ttc.core.errors import VerifierError
 from workers.sandbox.config import SandboxConfig
 from workers.sandbox.isolation import Isolation, detect
 from workers.sandbox.process import CallFailed, CandidateProcess
@@ -55,16 +56,41 @@ class Verdict:
         return asdict(self)
 
 
+class _Slots:
+    """The slot users of this process: every Sandbox in it draws from one pool, so two of them (the
+    engine's judge and the code_exec scorer) never run candidates as the same user at once — the kill
+    of one slot's leftovers, and its process count, stay its own."""
+
+    SIZE = 256  # the uid block of one process (see process.uid_base)
+
+    def __init__(self):
+        self._free = list(range(self.SIZE))
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        with self._lock:
+            if not self._free:
+                raise VerifierError(f"code sandbox: all {self.SIZE} slot users of this process are busy")
+            return self._free.pop(0)
+
+    def give(self, slot: int) -> None:
+        with self._lock:
+            self._free.append(slot)
+            self._free.sort()
+
+
+SLOTS = _Slots()
+
+
 class Sandbox:
     """Judges code jobs, up to `concurrency` at once, each in its own isolated process."""
 
     def __init__(self, config: SandboxConfig | dict | None = None):
         self.config = config if isinstance(config, SandboxConfig) else validate(SandboxConfig, config or {}, "sandbox")
         self.isolation: Isolation = detect(self.config.isolation, self.config.python)
-        self.concurrency = self.config.concurrency or os.cpu_count() or 1
-        self._slots: queue.Queue[int] = queue.Queue()
-        for slot in range(self.concurrency):
-            self._slots.put(slot)
+        self.concurrency = min(self.config.concurrency or os.cpu_count() or 1, _Slots.SIZE)
+        self._running = threading.Semaphore(self.concurrency)
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="ttc-sandbox")
         self._compiled: dict[str, TestsProgram] = {}
 
     # -------------------------------------------------------------- one job
@@ -72,11 +98,12 @@ class Sandbox:
         tests = self._compiled.get(job.tests)
         if tests is None:
             tests = self._compiled[job.tests] = compile_tests(job.tests)
-        slot = self._slots.get()
-        try:
-            return self._judge(job, tests, slot)
-        finally:
-            self._slots.put(slot)
+        with self._running:
+            slot = SLOTS.take()
+            try:
+                return self._judge(job, tests, slot)
+            finally:
+                SLOTS.give(slot)
 
     def _judge(self, job: CodeJob, tests: TestsProgram, slot: int) -> Verdict:
         started = time.monotonic()
@@ -122,13 +149,13 @@ class Sandbox:
 
     # -------------------------------------------------------------- many jobs
     def check_many(self, jobs: Sequence[CodeJob]) -> list[Verdict]:
-        if not jobs:
-            return []
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(jobs)), thread_name_prefix="ttc-sandbox") as pool:
-            return list(pool.map(self.check, jobs))
+        return list(self._pool.map(self.check, jobs))
 
     async def acheck_many(self, jobs: Sequence[CodeJob]) -> list[Verdict]:
-        return await asyncio.to_thread(self.check_many, list(jobs))
+        """On the sandbox's own threads: a batch never holds the event loop's default executor,
+        which answer checks and other offloaded work of every problem share."""
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(*(loop.run_in_executor(self._pool, self.check, job) for job in jobs)))
 
 
 def _proxy(process: CandidateProcess, name: str):
