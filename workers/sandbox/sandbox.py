@@ -130,10 +130,10 @@ class Sandbox:
         finally:
             process.close()
         output, truncated = process.output()
-        if process.timed_out:
-            status = "timeout"
-        elif process.memory:
+        if process.memory:  # before timeout: a candidate that hit its memory limit may then run out of time
             status = "memory"
+        elif process.timed_out:
+            status = "timeout"
         elif not loaded:
             status = "error"  # it could not even be loaded: syntax error, exit or crash at import, no entry point
         elif completed and not tally.failed:
