@@ -113,6 +113,18 @@ def test_full_and_lora_training_run_and_save(base_dir, labels, tmp_path, method)
     assert len(res.step_scores[0]) == 3
 
 
+def test_centred_rows_lose_their_problem_mean_and_a_centred_probe_trains(base_dir, labels, tmp_path):
+    import torch
+
+    from ttc.verifier_training import centre_rows
+
+    x = torch.tensor([[1.0, 2.0], [3.0, 6.0], [10.0, 0.0]])
+    assert torch.allclose(centre_rows(x, [7, 7, 9]), torch.tensor([[-1.0, -2.0], [1.0, 2.0], [0.0, 0.0]]))
+    info = train_verifier(labels, tmp_path / "centred", TrainConfig(base=str(base_dir), layer=2, l2=[1e-3],
+                                                                    centre_by_problem=True), log=quiet)
+    assert info["training"]["centre_by_problem"] is True and info["validation"]["within_problem_auroc"] is not None
+
+
 def test_training_errors_are_clear(base_dir, labels, tmp_path):
     with pytest.raises(ConfigError, match="cannot load base model"):
         train_verifier(labels, tmp_path / "x", TrainConfig(base=str(tmp_path / "nope")), log=quiet)
