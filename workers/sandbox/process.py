@@ -111,15 +111,13 @@ class CandidateProcess:
         proc = getattr(self, "proc", None)
         status = None
         if proc is not None:
-            try:
-                status = proc.wait(timeout=0.2)  # it exits by itself on end of input
-            except subprocess.TimeoutExpired:
-                pass
+            # Killed before it is reaped: until then its PID (its group's id) cannot be reused, so the
+            # kill never reaches another process group. Its replies are all in; nothing is lost.
             try:
                 os.killpg(proc.pid, signal.SIGKILL)  # its group; in namespaces mode its PID namespace dies with it
             except (ProcessLookupError, PermissionError):
                 pass
-            status = proc.wait() if status is None else status
+            status = proc.wait()
         if self.uid is not None and self.isolation.mode == "rlimits":
             # Processes that left the group (setsid daemons) still run as this slot's user: kill them all.
             subprocess.run(["kill", "-KILL", "-1"], user=self.uid, group=self.uid, extra_groups=[],
