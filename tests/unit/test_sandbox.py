@@ -119,6 +119,13 @@ def test_huge_output_is_cut(sandbox):
     assert verdict.status == "passed"  # the output is the candidate's business: it does not decide anything
 
 
+
+def test_output_before_a_kill_is_kept(sandbox):
+    # Killed at the time limit, the worker never exits normally: what it printed must already be in the file.
+    chatty = "def add(a, b):\n    print('started', a)\n    while True:\n        pass\n"
+    verdict = judge(sandbox, chatty)
+    assert verdict.status == "timeout" and verdict.output.startswith("started 1\n")
+
 # ----------------------------------------------------------------------------- escapes
 @pytest.mark.skipif(not namespaces_here(), reason="the host filesystem is isolated in namespaces mode only")
 def test_writing_outside_its_folder_fails(sandbox, tmp_path):

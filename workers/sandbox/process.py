@@ -73,7 +73,9 @@ class CandidateProcess:
                     "root_binds": list(self.isolation.root_binds), "root_links": dict(self.isolation.root_links),
                     "uid": self.uid, "gid": self.uid, "limits": self._limits(),
                     "request_fd": request_r, "reply_fd": reply_w}
-        command = [self.isolation.python, "-I", "-S", "-c", WORKER_SOURCE, json.dumps(settings)]
+        # -u: what the candidate prints reaches the output file at once; a buffered tail would be lost
+        # when close() kills the worker, and whether it was depended on a race with the worker's exit.
+        command = [self.isolation.python, "-I", "-S", "-u", "-c", WORKER_SOURCE, json.dumps(settings)]
         if namespaces:
             command = [self.isolation.unshare, *UNSHARE_FLAGS, *command]
         self._output = tempfile.TemporaryFile(prefix="ttc-sandbox-out-")
