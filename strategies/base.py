@@ -6,7 +6,7 @@ from this address.
 """
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ttc.core.budget import Budget
 from ttc.core.context import SearchContext
@@ -14,6 +14,7 @@ from ttc.core.config import SamplingOptions
 from ttc.core.errors import BudgetError, ConfigError
 from ttc.core.plugins import Outcome, Strategy
 from ttc.core.types import Trajectory
+from strategies.thinking import ForcingOptions, force_thinking
 
 #: Most requests a budget-sized strategy makes to spend what its first request left.
 MAX_ROUNDS = 12
@@ -25,6 +26,21 @@ class SampledStrategyConfig(SamplingOptions):
     """Options of strategies that draw N whole samples."""
 
     n: int | None = Field(None, ge=1, le=4096, description="Samples to draw; None = as many as the budget pays for.")
+    budget_forcing: ForcingOptions | None = Field(
+        None, description="s1 budget forcing: think at least min_thinking_tokens (a continuation word appended when "
+        "the model ends early), at most max_thinking_tokens, then the answer is forced. It sets a sample's length, "
+        "so max_tokens is not given with it.")
+
+    @model_validator(mode="after")
+    def _one_length(self):
+        if self.budget_forcing is not None and "max_tokens" in self.model_fields_set:
+            raise ValueError(f"max_tokens={self.max_tokens} and budget_forcing both set a sample's length; with "
+                             "budget_forcing give budget_forcing.max_thinking_tokens and answer_tokens instead")
+        return self
+
+    def sample_tokens(self) -> int:
+        """Most generated tokens of one sample: what a budget is divided by to size N."""
+        return self.budget_forcing.sample_tokens() if self.budget_forcing is not None else self.max_tokens
 
 
 class SampledStrategy(Strategy):
@@ -35,7 +51,7 @@ class SampledStrategy(Strategy):
 
     def check(self, budget: Budget, has_scorer: bool) -> None:
         super().check(budget, has_scorer)
-        samples_for_budget(self.config.n, self.config.max_tokens, budget)  # raises if it cannot pay for one
+        samples_for_budget(self.config.n, self.config.sample_tokens(), budget)  # raises if it cannot pay for one
 
     async def draw(self, ctx: SearchContext, logprobs: int | None = None) -> list[Trajectory]:
         """The strategy's samples: `n` in one request when given; else as many as the budget pays for.
@@ -47,6 +63,9 @@ class SampledStrategy(Strategy):
         stranded. At most MAX_ROUNDS requests, one after the other.
         """
         c = self.config
+        if c.budget_forcing is not None:  # one batch of forced samples, sized at their full length
+            return await force_thinking(ctx, samples_for_budget(c.n, c.sample_tokens(), ctx.ledger.budget), c,
+                                        c.budget_forcing, logprobs)
         if c.n is not None:
             return await ctx.sample(c.params(c.n, logprobs=logprobs))
         samples: list[Trajectory] = []

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from strategies.base import Outcome, SampledStrategy, SampledStrategyConfig, samples_for_budget
 from ttc.core.context import SearchContext
@@ -30,6 +30,13 @@ class BestOfNConfig(SampledStrategyConfig):
         None, ge=0.0, le=1.0, description="Adaptive: sample in rounds of round_size, score each round, and stop once "
         "a candidate scores at least this (1.0 with code_exec: it passes every public test); None: one round of N.")
     round_size: int = Field(4, ge=1, le=4096, description="With stop_at_score: samples per round.")
+
+    @model_validator(mode="after")
+    def _rounds_or_forcing(self):
+        if self.stop_at_score is not None and self.budget_forcing is not None:
+            raise ValueError("stop_at_score (rounds of plain samples) and budget_forcing cannot be combined; "
+                             "give one of them")
+        return self
 
 
 class BestOfN(SampledStrategy):
@@ -69,7 +76,7 @@ class BestOfN(SampledStrategy):
 
     async def run(self, ctx: SearchContext) -> Outcome:
         c = self.config
-        n = samples_for_budget(c.n, c.max_tokens, ctx.ledger.budget)
+        n = samples_for_budget(c.n, c.sample_tokens(), ctx.ledger.budget)
         logprobs = 0 if self.needs_scorer() and ctx.scorer is not None and ctx.scorer.needs_logprobs else None
         ctx.record("sample", n=n, max_tokens=c.max_tokens)
         if c.stop_at_score is None:

@@ -21,7 +21,7 @@ class RepeatedSampling(SampledStrategy):
     Config = RepeatedSamplingConfig
 
     async def run(self, ctx: SearchContext) -> Outcome:
-        n = samples_for_budget(self.config.n, self.config.max_tokens, ctx.ledger.budget)
+        n = samples_for_budget(self.config.n, self.config.sample_tokens(), ctx.ledger.budget)
         ctx.record("sample", n=n, max_tokens=self.config.max_tokens)
         candidates = await self.draw(ctx)
         vote = await ctx.offload(select, candidates, "majority")

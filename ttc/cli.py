@@ -109,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. label.continuations=8")
     lab.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    ml = sub.add_parser("mrt-label", parents=[common],
+                        help="sample thinking traces, split them into episodes and write MRT's per-episode J, progress, "
+                        "regret and advantage (resumable)")
+    ml.add_argument("recipe", help="recipe whose generator, sampling, dataset and `mrt_label:` section are used")
+    ml.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. mrt_label.traces=8")
+    ml.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     vp = sub.add_parser("verifier-pipeline", parents=[common],
                         help="label a recipe's dataset, train a verifier on it and evaluate it on held-out problems")
     vp.add_argument("recipe", help="recipe with label:, train: and evaluate_verifier: sections")
@@ -305,6 +312,25 @@ def cmd_label(args) -> int:
     return 1 if s["errors"] else 0
 
 
+def cmd_mrt_label(args) -> int:
+    from ttc.core.config import parse_assignments
+    from ttc.evaluation.mrt_labeling import mrt_label_recipe
+    from ttc.evaluation.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, parse_assignments(args.overrides))
+    s = mrt_label_recipe(recipe, progress=False if args.no_progress else args.terminal)
+    print(f"MRT labels: {s['path']} ({s['problems']} problems, {s['traces']} traces, {s['episodes']} episodes; "
+          f"{s['labelled_now']} labelled now)")
+    print(f"  trace accuracy {s['trace_accuracy']}; J before thinking {s['mean_j0']}, after it {s['mean_j_end']}; "
+          f"episodes with positive progress {s['positive_progress_share']}")
+    print(f"  tokens: {s['thinking_tokens']} thinking, {s['generated_tokens']} generated in all; {s['wall_s']} s")
+    if s.get("plot"):
+        print(f"  plot: {s['plot']}")
+    for e in s["errors"][:5]:
+        print(f"  failed: {e}")
+    return 1 if s["errors"] else 0
+
+
 def cmd_verifier_pipeline(args) -> int:
     from ttc.core.config import parse_assignments
     from ttc.evaluation.recipe import load_recipe
@@ -397,7 +423,7 @@ def cmd_calibrate(args) -> int:
 
 
 COMMANDS = {"solve": "cmd_solve", "run": "cmd_run", "calibrate": "cmd_calibrate", "submit": "cmd_submit",
-            "jobs": "cmd_jobs", "label": "cmd_label", "train-verifier": "cmd_train_verifier",
+            "jobs": "cmd_jobs", "label": "cmd_label", "mrt-label": "cmd_mrt_label", "train-verifier": "cmd_train_verifier",
             "verifier-pipeline": "cmd_verifier_pipeline",
             "eval-verifier": "cmd_eval_verifier", "check-code": "cmd_check_code"}
 

@@ -9,7 +9,7 @@ their public address.
 from __future__ import annotations
 
 from verifiers.fake import FakeScorer, FakeScorerConfig
-from workers.fake import FakeGenerator, FakeGeneratorConfig, TextScript, answer_script, seeded_rng
+from workers.fake import FakeGenerator, FakeGeneratorConfig, TextScript, answer_script, seeded_rng, thinking_script
 
 __all__ = ["FakeGenerator", "FakeGeneratorConfig", "FakeScorer", "FakeScorerConfig", "TextScript", "answer_script",
-           "seeded_rng"]
+           "seeded_rng", "thinking_script"]

@@ -53,6 +53,48 @@ def answer_script(answers: Mapping[str, float], steps: int = 3, words_per_step: 
     return script
 
 
+def thinking_script(answers_by_episode: Sequence[Mapping[str, float]], *, words_per_episode: int = 8,
+                    marker: str = "Wait") -> TextScript:
+    """A script of a thinking model whose chance of a right answer is known after every episode.
+
+    It thinks in `len(answers_by_episode) - 1` episodes (each after the first opens a paragraph with
+    `marker`), then boxes an answer. Asked to answer early (its output so far ends in a paragraph with
+    "Final Answer:", as budget forcing and MRT's termination text do), it answers with the weights of
+    `answers_by_episode[k]`, k being the episodes begun so far; so J after k episodes is known exactly.
+    It is prefix-aware: a continuation gets only the episodes not yet thought, and thinking forced on
+    past its last episode (a continuation word appended) adds one more episode each time.
+    """
+    last = len(answers_by_episode) - 1
+
+    def begun(thought: str) -> int:
+        return thought.count("\n\n" + marker) + (1 if thought.strip() else 0)
+
+    def draw(k: int, rng: random.Random) -> str:
+        weights = answers_by_episode[min(k, last)]
+        return rng.choices(list(weights), list(weights.values()))[0]
+
+    def words(rng: random.Random) -> str:
+        return " ".join(f"t{rng.randrange(1000)}" for _ in range(words_per_episode))
+
+    def script(prompt: str, rng: random.Random) -> str:
+        tail = prompt.rpartition("[assistant]\n")[2]
+        if "Final Answer:" in tail:
+            cut = min(i for i in (tail.find("\n\nTime is up"), tail.find("\n\nFinal Answer:"), len(tail)) if i >= 0)
+            return f" {draw(begun(tail[:cut]), rng)}"
+        k = begun(tail)
+        text = ""
+        if k == 0:
+            text, k = words(rng), 1
+        elif tail.rstrip().endswith(marker):  # a continuation word was appended: that episode goes on
+            text = ", " + words(rng)
+        for _ in range(k, last):
+            text += f"\n\n{marker}, " + words(rng)
+            k += 1
+        return text + f"\n\nThe answer is \\boxed{{{draw(k, rng)}}}"
+
+    return script
+
+
 class FakeGeneratorConfig(StrictModel):
     """Options of the fake backend when it is chosen by name (backend='fake')."""
 

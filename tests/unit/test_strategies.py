@@ -101,7 +101,7 @@ def test_same_seed_same_result_different_seed_different_samples():
 def test_unknown_strategy_lists_valid_names():
     with pytest.raises(ConfigError) as info:
         STRATEGIES.get("beam")
-    assert ("valid names are ['auto', 'beam_search', 'best_of_n', 'dvts', 'particle_filtering', 'plan_search', 'rebase', "
+    assert ("valid names are ['auto', 'beam_search', 'best_of_n', 'dvts', 'mrt', 'particle_filtering', 'plan_search', 'rebase', "
             "'repeated_sampling']") in str(info.value)
 
 

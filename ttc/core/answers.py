@@ -56,6 +56,12 @@ def has_final_answer(text: str) -> bool:
     return _last_boxed(text) is not None
 
 
+def states_answer(text: str) -> bool:
+    """Whether the text states its answer explicitly (a boxed one, or "the answer is X"), not merely
+    ends on a number: a thinking that stopped without one has its answer forced."""
+    return _last_boxed(text) is not None or _last_answer_phrase(text) is not None
+
+
 def _last_boxed(text: str) -> str | None:
     # Walk back from the last box: a truncated completion may leave it unclosed.
     for m in reversed(list(_BOXED.finditer(text))):

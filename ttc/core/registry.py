@@ -75,6 +75,7 @@ STRATEGIES = Registry(
         "rebase": "strategies.rebase:Rebase",
         "particle_filtering": "strategies.particle_filtering:ParticleFiltering",
         "plan_search": "strategies.plan_search:PlanSearch",
+        "mrt": "strategies.mrt:MRT",
         "auto": "strategies.auto.strategy:Auto",
     },
     "ttc.strategies",

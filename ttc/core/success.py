@@ -55,24 +55,32 @@ def reference_judge(reference: str | None) -> Judge:
     return judge
 
 
-async def estimate_success(ctx: SearchContext, prefixes: Sequence[str], params: SamplingParams, *,
-                           judge: Judge | None = None) -> list[SuccessEstimate | None]:
-    """J of each prefix (text after the rendered prompt) from `params.n` continuations of up to
-    `params.max_tokens` tokens; None for a prefix the budget could not pay for.
+@dataclass
+class Continuations:
+    """The continuations of one prefix: their texts (empty for a prefix that was already finished),
+    the final answer each reached and the generated tokens they cost."""
 
-    A prefix that already holds a final answer (it ends the solution) needs no continuation:
-    its success is known exactly, at no cost, and reported as `params.n` trials.
+    texts: list[str]
+    answers: list[str | None]
+    tokens: int = 0
+
+
+async def continue_prefixes(ctx: SearchContext, prefixes: Sequence[str], params: SamplingParams
+                            ) -> list[Continuations | None]:
+    """`params.n` continuations of each prefix (text after the rendered prompt), as one batch; None for
+    a prefix the budget could not pay for. They are measurements, not candidates of the solve.
+
+    A prefix that already holds a final answer (it ends the solution) needs no continuation: its
+    answer is known at no cost, and reported `params.n` times.
     """
     if params.n < 1:
         raise ConfigError(f"estimate_success: params.n (continuations per prefix) must be >= 1, got {params.n}")
-    judge = judge or reference_judge(ctx.problem.reference)
-    out: list[SuccessEstimate | None] = [None] * len(prefixes)
+    out: list[Continuations | None] = [None] * len(prefixes)
     todo: list[int] = []
     for i, prefix in enumerate(prefixes):
         answer = extract_answer(prefix) if _is_finished(prefix) else None
         if answer is not None:
-            ok = judge(answer)
-            out[i] = SuccessEstimate(params.n * ok, params.n, [answer] * params.n)
+            out[i] = Continuations([""] * params.n, [answer] * params.n)
         else:
             todo.append(i)
     requests = [GenerationRequest(ctx.prompt + prefixes[i], params) for i in todo]
@@ -81,9 +89,25 @@ async def estimate_success(ctx: SearchContext, prefixes: Sequence[str], params: 
     for i, result in zip(todo, results):
         if result is None or not result.completions:
             continue
-        answers = [extract_answer(prefixes[i] + c.text) for c in result.completions]
-        out[i] = SuccessEstimate(sum(judge(a) for a in answers), len(answers), answers,
-                                 sum(c.num_tokens for c in result.completions))
+        texts = [c.text for c in result.completions]
+        out[i] = Continuations(texts, [extract_answer(prefixes[i] + t) for t in texts],
+                               sum(c.num_tokens for c in result.completions))
+    return out
+
+
+async def estimate_success(ctx: SearchContext, prefixes: Sequence[str], params: SamplingParams, *,
+                           judge: Judge | None = None) -> list[SuccessEstimate | None]:
+    """J of each prefix (text after the rendered prompt) from `params.n` continuations of up to
+    `params.max_tokens` tokens; None for a prefix the budget could not pay for.
+
+    A prefix that already holds a final answer (it ends the solution) needs no continuation:
+    its success is known exactly, at no cost, and reported as `params.n` trials.
+    """
+    judge = judge or reference_judge(ctx.problem.reference)
+    out: list[SuccessEstimate | None] = []
+    for c in await continue_prefixes(ctx, prefixes, params):
+        out.append(None if c is None else
+                   SuccessEstimate(sum(judge(a) for a in c.answers), len(c.answers), c.answers, c.tokens))
     return out
 
 

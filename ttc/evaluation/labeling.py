@@ -137,9 +137,29 @@ async def label_recipe_async(recipe, *, engine=None, progress: "bool | TextIO" =
                              exclude_prompts: set[str] = frozenset()) -> dict[str, Any]:
     """Label the recipe's dataset; returns the summary. A problem whose prompt is in `exclude_prompts`,
     or repeats an earlier problem's prompt, is left out (generated datasets repeat small problems)."""
+    options: LabelOptions = recipe.label
+    sampling = SamplingOptions(**recipe.sampling)
+    # What decides the labels; the step-label options do not matter when no step is estimated.
+    step_only = {"max_prefixes", "threshold", "continuation_max_tokens", "step_labelled_samples"}
+    decides = options.model_dump(mode="json", exclude={"output", *(step_only if not options.continuations else ())})
+
+    def record(sol: Solution, problem: Problem, settings: str, policy: dict[str, Any]) -> dict[str, Any]:
+        return label_record(sol, problem, options, settings=settings, policy=policy)
+
+    return await run_labels(recipe, command="ttc label", output=options.output, labeler=RolloutLabeler(options, sampling),
+                            decides={"label": decides}, make_record=record, summarize=summarize, engine=engine,
+                            progress=progress, exclude_prompts=exclude_prompts)
+
+
+async def run_labels(recipe, *, command: str, output: str, labeler: Strategy, decides: dict[str, Any], make_record,
+                     summarize, engine=None, progress: "bool | TextIO" = True,
+                     exclude_prompts: set[str] = frozenset()) -> dict[str, Any]:
+    """Run `labeler` (a Strategy) on every distinct problem of the recipe's dataset (references required)
+    and append one record per problem (`make_record(solution, problem, settings, policy)`) to `output`;
+    fingerprinted by `decides`, the sampling, the engine, the dataset and the seed, so a rerun resumes and
+    a file made with other settings is refused. Returns `summarize(records, problems)` with the run's figures."""
     from ttc.engine import Engine
 
-    options: LabelOptions = recipe.label
     seen = set(exclude_prompts)
     problems = []
     for p in load_problems(recipe.dataset, recipe._base_dir):
@@ -148,17 +168,13 @@ async def label_recipe_async(recipe, *, engine=None, progress: "bool | TextIO" =
             problems.append(p)
     missing = [p.id for p in problems if p.reference is None]
     if missing:
-        raise ConfigError(f"dataset: `ttc label` needs a reference answer for every problem; {len(missing)} have "
+        raise ConfigError(f"dataset: `{command}` needs a reference answer for every problem; {len(missing)} have "
                           f"none (first: {missing[0]!r}); give the dataset's answer column (dataset.fields.answer)")
     sampling = SamplingOptions(**recipe.sampling)
-    path = Path(options.output.replace("{output}", str(recipe.output_dir())))
+    path = Path(output.replace("{output}", str(recipe.output_dir())))
     engine_settings = recipe.engine_config().model_dump(mode="json", exclude={"max_concurrent_problems", "cluster",
                                                                               "seed"})
-    # What decides the labels; the step-label options do not matter when no step is estimated.
-    step_only = {"max_prefixes", "threshold", "continuation_max_tokens", "step_labelled_samples"}
-    decides = options.model_dump(mode="json", exclude={"output", *(step_only if not options.continuations else ())})
-    settings = fingerprint({"label": decides,
-                            "sampling": sampling.model_dump(mode="json"), "engine": engine_settings,
+    settings = fingerprint({**decides, "sampling": sampling.model_dump(mode="json"), "engine": engine_settings,
                             "dataset": recipe.dataset.model_dump(mode="json"), "seed": recipe.seeds[0]})
     log = ResultsLog(path)
     by_id = {p.id: p for p in problems}
@@ -172,11 +188,10 @@ async def label_recipe_async(recipe, *, engine=None, progress: "bool | TextIO" =
     if stale:
         raise ConfigError(f"label file {str(path)!r} holds {stale} problem(s) labelled with other settings or other "
                           "problems: they cannot be resumed nor mixed with these; remove that file or set "
-                          "label.output (or output) elsewhere")
+                          "the output elsewhere")
     todo = [p for p in problems if p.id not in done]
     own = engine is None
     engine = engine or Engine(recipe.engine_config())
-    labeler = RolloutLabeler(options, sampling)
     policy = {"model": engine.model_name, "backend": engine_settings.get("backend"),
               "sampling": sampling.model_dump(mode="json")}
     bar = Progress(len(todo), progress)
@@ -190,7 +205,7 @@ async def label_recipe_async(recipe, *, engine=None, progress: "bool | TextIO" =
             errors.append(f"{p.id}: {exc}")
             bar.update(None)
             return
-        record = label_record(sol, p, options, settings=settings, policy=policy)
+        record = make_record(sol, p, settings, policy)
         log.append(record)
         bar.update({"usage": record["usage"], "correct": sol.correct})
 

@@ -19,6 +19,7 @@ from ttc.core.config import StrictModel, validate
 from ttc.engine_config import EngineConfig, EngineOptions
 from ttc.evaluation.datasets import DatasetConfig
 from ttc.evaluation.labeling import LabelOptions
+from ttc.evaluation.mrt_labeling import MRTLabelOptions
 from ttc.evaluation.verifier_eval import VerifierEvalOptions
 from ttc.verifier_training import TrainConfig
 from ttc.core.errors import BudgetError, ConfigError
@@ -82,6 +83,8 @@ class Recipe(EngineOptions):
     output: str = Field("runs/{name}", description="Output folder; {name} is replaced by the recipe name.")
     label: LabelOptions = Field(default_factory=LabelOptions,
                                 description="`ttc label` only: how step labels are sampled and estimated.")
+    mrt_label: MRTLabelOptions = Field(default_factory=MRTLabelOptions,
+                                       description="`ttc mrt-label` only: how traces are sampled and J estimated.")
     train: TrainConfig = Field(default_factory=TrainConfig,
                                description="`ttc verifier-pipeline` only: how the verifier is trained.")
     evaluate_verifier: VerifierEvalOptions = Field(
