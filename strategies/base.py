@@ -28,14 +28,20 @@ class SampledStrategyConfig(SamplingOptions):
     n: int | None = Field(None, ge=1, le=4096, description="Samples to draw; None = as many as the budget pays for.")
     budget_forcing: ForcingOptions | None = Field(
         None, description="s1 budget forcing: think at least min_thinking_tokens (a continuation word appended when "
-        "the model ends early), at most max_thinking_tokens, then the answer is forced. It sets a sample's length, "
-        "so max_tokens is not given with it.")
+        "the model ends early), at most max_thinking_tokens, then the answer is forced. max_tokens stays the most "
+        "a sample generates (thinking and answer): without max_thinking_tokens the thinking gets what it leaves "
+        "after answer_tokens; without max_tokens, max_tokens follows from them.")
 
     @model_validator(mode="after")
-    def _one_length(self):
-        if self.budget_forcing is not None and "max_tokens" in self.model_fields_set:
-            raise ValueError(f"max_tokens={self.max_tokens} and budget_forcing both set a sample's length; with "
-                             "budget_forcing give budget_forcing.max_thinking_tokens and answer_tokens instead")
+    def _resolve_forcing(self):
+        f = self.budget_forcing
+        if f is not None:
+            explicit = "max_tokens" in self.model_fields_set
+            resolved = f.within(self.max_tokens if explicit or f.max_thinking_tokens is None
+                                else f.max_thinking_tokens + f.answer_tokens, explicit=explicit)
+            # Stored resolved (without re-validating the model): one cap, whichever field gave it.
+            self.__dict__["budget_forcing"] = resolved
+            self.__dict__["max_tokens"] = resolved.sample_tokens() if not explicit else self.max_tokens
         return self
 
     def sample_tokens(self) -> int:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from strategies.base import Outcome, Strategy
 from strategies.thinking import ForcingOptions
@@ -56,7 +56,7 @@ class MRTConfig(SamplingOptions):
                             "also ends at a marker or when the model stops.")
     thinking: ForcingOptions = Field(default_factory=_thinking_defaults, description="Thinking limits, delimiters, "
                                      "continuation words, and the termination text (answer_prompt) with its "
-                                     "answer length (answer_tokens).")
+                                     "answer length (answer_tokens); max_thinking_tokens None: 1024.")
     episodes: EpisodeOptions = Field(default_factory=EpisodeOptions)
     traces: int = Field(1, ge=1, le=256, description="Independent traces per problem, voted together.")
     forced_answers: int = Field(4, ge=1, le=256, description="Answers forced from each boundary's prefix (m).")
@@ -67,6 +67,13 @@ class MRTConfig(SamplingOptions):
                                       "made none.")
     patience: int = Field(2, ge=1, le=64, description="Boundaries in a row without progress that stop a trace.")
     max_episodes: int = Field(32, ge=1, le=4096, description="Most episodes generated per trace.")
+
+    @model_validator(mode="after")
+    def _thinking_cap(self):
+        f = self.thinking
+        if f.max_thinking_tokens is None:  # mrt's episodes have their own length: the cap cannot come from it
+            self.__dict__["thinking"] = f.within(1024 + f.answer_tokens, explicit=False)
+        return self
 
 
 @dataclass

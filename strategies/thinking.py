@@ -29,8 +29,9 @@ class ForcingOptions(ThinkingFormat):
 
     min_thinking_tokens: int = Field(0, ge=0, le=1 << 20, description="Thinking shorter than this is not allowed to "
                                      "end: its end is removed and a continuation word appended.")
-    max_thinking_tokens: int = Field(512, ge=1, le=1 << 20, description="At this many thinking tokens the thinking "
-                                     "is closed and the answer forced.")
+    max_thinking_tokens: int | None = Field(
+        None, ge=1, le=1 << 20, description="At this many thinking tokens the thinking is closed and the answer "
+        "forced; None: what the strategy's max_tokens leaves after answer_tokens.")
     continuation_words: list[str] = Field(list(CONTINUATION_WORDS), min_length=1,
                                           description="Appended in rotation when thinking ended too early.")
     answer_prompt: str = Field("\n\nFinal Answer:", min_length=1,
@@ -41,14 +42,32 @@ class ForcingOptions(ThinkingFormat):
 
     @model_validator(mode="after")
     def _lengths(self) -> "ForcingOptions":
-        if self.min_thinking_tokens > self.max_thinking_tokens:
+        if self.max_thinking_tokens is not None and self.min_thinking_tokens > self.max_thinking_tokens:
             raise ValueError(f"min_thinking_tokens={self.min_thinking_tokens} exceeds "
                              f"max_thinking_tokens={self.max_thinking_tokens}")
         return self
 
+    def within(self, max_tokens: int, *, explicit: bool) -> "ForcingOptions":
+        """These options with the thinking cap resolved against a sample's `max_tokens` (thinking and answer):
+        None takes what max_tokens leaves after the answer; a cap given with an `explicit` max_tokens must
+        fit in it. Raises ValueError naming the numbers."""
+        cap = self.max_thinking_tokens
+        if cap is None:
+            cap = max_tokens - self.answer_tokens
+            if cap < 1:
+                raise ValueError(f"max_tokens={max_tokens} leaves no thinking after budget_forcing.answer_tokens="
+                                 f"{self.answer_tokens}")
+        elif explicit and cap + self.answer_tokens > max_tokens:
+            raise ValueError(f"budget_forcing.max_thinking_tokens={cap} + answer_tokens={self.answer_tokens} exceed "
+                             f"max_tokens={max_tokens}, the most a sample generates")
+        if self.min_thinking_tokens > cap:
+            raise ValueError(f"budget_forcing.min_thinking_tokens={self.min_thinking_tokens} exceeds the thinking "
+                             f"cap {cap} (max_thinking_tokens, or max_tokens - answer_tokens)")
+        return self.model_copy(update={"max_thinking_tokens": cap})
+
     def sample_tokens(self) -> int:
-        """Most generated tokens of one forced sample: its thinking and its answer."""
-        return self.max_thinking_tokens + self.answer_tokens
+        """Most generated tokens of one forced sample (the cap resolved): its thinking and its answer."""
+        return (self.max_thinking_tokens or 0) + self.answer_tokens
 
 
 @dataclass

@@ -58,6 +58,17 @@ def test_a_model_with_an_end_of_thinking_answers_after_it():
     assert text.endswith("</think> So the answer is \\boxed{42}.") and s.candidates[0].correct
 
 
+def test_max_tokens_bounds_thinking_and_answer_together():
+    from strategies.best_of_n import BestOfNConfig
+
+    c = BestOfNConfig(max_tokens=64, budget_forcing={"answer_tokens": 8})
+    assert (c.budget_forcing.max_thinking_tokens, c.sample_tokens()) == (56, 64)
+    c = BestOfNConfig(budget_forcing={"max_thinking_tokens": 100, "answer_tokens": 8})  # max_tokens follows
+    assert (c.max_tokens, c.sample_tokens()) == (108, 108)
+    s = engine().solve(problem(), 200, "best_of_n", max_tokens=50, budget_forcing={"answer_tokens": 4})
+    assert s.metrics["samples_requested"] == 4 and all(c.num_tokens <= 50 for c in s.candidates)
+
+
 @pytest.mark.parametrize("seed", range(40))
 def test_never_over_budget_and_never_without_an_answer(seed):
     rng = random.Random(seed)
@@ -76,7 +87,9 @@ def test_bad_options_are_clear_errors():
     with pytest.raises(ConfigError, match="min_thinking_tokens=50 exceeds max_thinking_tokens=10"):
         engine().solve(problem(), 1000, "repeated_sampling", budget_forcing={"min_thinking_tokens": 50,
                                                                               "max_thinking_tokens": 10})
-    with pytest.raises(ConfigError, match="max_tokens=64 and budget_forcing both set"):
-        engine().solve(problem(), 1000, "best_of_n", max_tokens=64, budget_forcing={})
+    with pytest.raises(ConfigError, match=r"max_thinking_tokens=100 \+ answer_tokens=32 exceed max_tokens=64"):
+        engine().solve(problem(), 1000, "best_of_n", max_tokens=64, budget_forcing={"max_thinking_tokens": 100})
+    with pytest.raises(ConfigError, match="max_tokens=16 leaves no thinking"):
+        engine().solve(problem(), 1000, "best_of_n", max_tokens=16, budget_forcing={})
     with pytest.raises(ConfigError, match="stop_at_score"):
         engine().solve(problem(), 1000, "best_of_n", stop_at_score=1.0, budget_forcing={}, verifier="oracle")

@@ -62,7 +62,9 @@ class EpisodeLabeler(Strategy):
 
     def __init__(self, options: MRTLabelOptions, sampling: SamplingOptions):
         super().__init__()
-        self.options, self.sampling = options, sampling
+        # Without its own cap the thinking gets what the recipe's max_tokens leaves after the answer.
+        thinking = options.thinking.within(sampling.max_tokens, explicit=False)
+        self.options, self.sampling = options.model_copy(update={"thinking": thinking}), sampling
 
     def check(self, budget, has_scorer: bool) -> None:
         return None
