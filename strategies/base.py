@@ -57,7 +57,12 @@ class SampledStrategy(Strategy):
 
     def check(self, budget: Budget, has_scorer: bool) -> None:
         super().check(budget, has_scorer)
-        samples_for_budget(self.config.n, self.config.sample_tokens(), budget)  # raises if it cannot pay for one
+        c = self.config
+        samples_for_budget(c.n, c.sample_tokens(), budget)  # raises if it cannot pay for one
+        if c.budget_forcing is not None and budget.generated_tokens is not None \
+                and budget.generated_tokens < c.budget_forcing.answer_tokens:
+            raise BudgetError(f"budget={budget.generated_tokens} generated tokens cannot pay for one forced answer "
+                              f"(budget_forcing.answer_tokens={c.budget_forcing.answer_tokens})")
 
     async def draw(self, ctx: SearchContext, logprobs: int | None = None) -> list[Trajectory]:
         """The strategy's samples: `n` in one request when given; else as many as the budget pays for.

@@ -44,8 +44,13 @@ TERMINATION = ("\n\nTime is up. Given the time I've spent and the approaches I'v
                "and formulate a final answer based on what I already have.\n\nFinal Answer:")
 
 
-def _thinking_defaults() -> ForcingOptions:
-    return ForcingOptions(answer_prompt=TERMINATION, max_thinking_tokens=1024, answer_tokens=32)
+class MRTThinking(ForcingOptions):
+    """mrt's thinking: budget forcing's limits and delimiters, with MRT's termination text as the
+    prompt that forces an answer (used for every forced answer, at boundaries and at the end)."""
+
+    answer_prompt: str = Field(TERMINATION, min_length=1, description="Appended (after think_end, if any) to cut the "
+                               "thinking off and ask for the answer: MRT's termination text by default.")
+    answer_tokens: int = Field(32, ge=1, le=8192, description="Most tokens of each forced answer.")
 
 
 class MRTConfig(SamplingOptions):
@@ -54,9 +59,12 @@ class MRTConfig(SamplingOptions):
 
     max_tokens: int = Field(128, ge=1, le=1 << 20, description="Most tokens generated in one episode; an episode "
                             "also ends at a marker or when the model stops.")
-    thinking: ForcingOptions = Field(default_factory=_thinking_defaults, description="Thinking limits, delimiters, "
-                                     "continuation words, and the termination text (answer_prompt) with its "
-                                     "answer length (answer_tokens); max_thinking_tokens None: 1024.")
+    thinking: MRTThinking = Field(default_factory=MRTThinking, description="Thinking limits (max_thinking_tokens None: "
+                                  "1024), delimiters, continuation words, and the termination text (answer_prompt) "
+                                  "with the forced answers' length (answer_tokens).")
+    final_answer_tokens: int | None = Field(
+        None, ge=1, le=65536, description="Most tokens of a trace's final answer (a model with think_end writes it "
+        "after its thinking, often with a summary); None: thinking.answer_tokens.")
     episodes: EpisodeOptions = Field(default_factory=EpisodeOptions)
     traces: int = Field(1, ge=1, le=256, description="Independent traces per problem, voted together.")
     forced_answers: int = Field(4, ge=1, le=256, description="Answers forced from each boundary's prefix (m).")
@@ -74,6 +82,9 @@ class MRTConfig(SamplingOptions):
         if f.max_thinking_tokens is None:  # mrt's episodes have their own length: the cap cannot come from it
             self.__dict__["thinking"] = f.within(1024 + f.answer_tokens, explicit=False)
         return self
+
+    def final_tokens(self) -> int:
+        return self.final_answer_tokens or self.thinking.answer_tokens
 
 
 @dataclass
@@ -98,7 +109,8 @@ class _Trace:
     final_answer: str | None = None
     answer_start: int | None = None
     answer_tokens: int = 0
-    carry: str = ""  # the marker that ended the last episode: it opens the next one
+    carry: str = ""  # the marker that ended the last episode (or a continuation word): it opens the next one
+    forced_unscored: int = 0  # tokens of forced answers the verifier budget could not score
 
     def progress(self) -> list[float]:
         js = [b.j for b in self.boundaries]
@@ -127,63 +139,79 @@ class MRT(Strategy):
     def check(self, budget: Budget, has_scorer: bool) -> None:
         super().check(budget, has_scorer)
         c = self.config
-        least = c.traces * (c.forced_answers + 1) * c.thinking.answer_tokens
+        least = c.traces * (c.forced_answers * c.thinking.answer_tokens + c.final_tokens())
         if budget.generated_tokens is not None and budget.generated_tokens < least:
             raise BudgetError(f"budget={budget.generated_tokens} generated tokens cannot pay for mrt's forced answers "
                               f"of one boundary and the final answer ({least} tokens for traces={c.traces}, "
-                              f"forced_answers={c.forced_answers}, thinking.answer_tokens={c.thinking.answer_tokens})")
+                              f"forced_answers={c.forced_answers}, thinking.answer_tokens={c.thinking.answer_tokens}, "
+                              f"final_answer_tokens={c.final_tokens()})")
 
     # ---------------------------------------------------------------- helpers
-    def _stops(self) -> tuple[str, ...]:
-        e, f = self.config.episodes, self.config.thinking
-        return (*(e.paragraph_break + m for m in e.markers), *((f.think_end,) if f.think_end else ()))
+    def _markers(self) -> tuple[str, ...]:
+        e = self.config.episodes
+        return tuple(e.paragraph_break + m for m in e.markers)
 
-    def _answer_reserve(self) -> int:
-        """Generated tokens one thinking trace keeps for its next boundary's forced answers and its final one."""
-        return (self.config.forced_answers + 1) * self.config.thinking.answer_tokens
+    def _stops(self) -> tuple[str, ...]:
+        f = self.config.thinking
+        return (*self._markers(), *((f.think_end,) if f.think_end else ()))
+
+    def _cut_off(self, text: str) -> str:
+        """The thinking so far, closed and followed by the termination text."""
+        f = self.config.thinking
+        return text + (f.think_end or "") + f.answer_prompt
 
     def _room(self, ctx: SearchContext, traces: list[_Trace], t: _Trace) -> int:
+        """Thinking tokens `t` may generate next: within the cap, after every thinking trace has set aside its
+        next boundary's forced answers and its final answer, and every finished one its final answer."""
         c = self.config
         room = min(c.max_tokens, c.thinking.max_thinking_tokens - t.tokens)
         left = ctx.ledger.generated_left()
         if left is not None:
-            thinking = [x for x in traces if x.state == "thinking"]
-            finals = sum(x.final_answer is None for x in traces if x.state != "thinking")
-            spare = left - len(thinking) * self._answer_reserve() - finals * c.thinking.answer_tokens
-            room = min(room, spare // max(len(thinking), 1))
+            thinking = [x for x in traces if x.state == "thinking" or x is t]
+            finals = sum(x.final_answer is None for x in traces if x not in thinking)
+            reserve = c.forced_answers * c.thinking.answer_tokens + c.final_tokens()
+            spare = left - len(thinking) * reserve - finals * c.final_tokens()
+            room = min(room, spare // len(thinking))
         return room
 
     # ---------------------------------------------------------------- measuring
-    async def _measure(self, ctx: SearchContext, traces: list[_Trace]) -> None:
-        """Force answers at the end of each given trace's thinking so far: one batch."""
+    async def _measure(self, ctx: SearchContext, traces: list[_Trace], every: list[_Trace]) -> None:
+        """Force answers at the end of each of `traces`' thinking so far (one batch); then J of every
+        boundary of `every` trace, since the consensus they are judged by has moved."""
         c = self.config
         if not traces:
             return
-        params = c.params(c.forced_answers, max_tokens=c.thinking.answer_tokens)
-        prefixes = [t.text + c.thinking.answer_prompt for t in traces]
-        results = await continue_prefixes(ctx, prefixes, params)
+        logprobs = 0 if c.progress == "scorer" and ctx.scorer is not None and ctx.scorer.needs_logprobs else None
+        params = c.params(c.forced_answers, max_tokens=c.thinking.answer_tokens, logprobs=logprobs)
+        prefixes = [self._cut_off(t.text) for t in traces]
+        # forced: a guess boxed on the way does not answer for the policy; every forced answer is sampled.
+        results = await continue_prefixes(ctx, prefixes, params, forced=True)
         for t, prefix, r in zip(traces, prefixes, results):
-            if r is None:  # the budget could not pay: no boundary here, and no more thinking
-                t.state = "capped" if t.state == "thinking" else t.state
-                continue
-            b = _Boundary(len(t.text), r.answers, tokens=r.tokens)
-            if c.progress == "scorer":
-                forced = [Trajectory(split_steps(prefix + text), 0, "stop", answer=a) for text, a in zip(r.texts, r.answers)]
+            b = None if r is None else _Boundary(len(t.text), r.answers, tokens=r.tokens)
+            if b is not None and c.progress == "scorer":
+                forced = [Trajectory(split_steps(prefix + text), 0, "stop", answer=a, token_logprobs=lp)
+                          for text, a, lp in zip(r.texts, r.answers, r.logprobs or [None] * len(r.texts))]
                 rows = await ctx.score(forced, final_only=True)
-                b.scores = [row[-1] if row else 0.0 for row in rows] if rows is not None else None
+                if rows is None:  # the verifier budget is spent: J cannot be known, so thinking ends here
+                    t.forced_unscored += r.tokens
+                    b = None
+                else:
+                    b.scores = [row[-1] if row else 0.0 for row in rows]
+            if b is None:  # the budget could not pay: no boundary here, and no more thinking
+                if t.state in ("thinking", "ending"):
+                    t.state = "capped" if t.state == "thinking" else "ended"
+                continue
             t.boundaries.append(b)
             t.pending = 0
-        self._estimate(ctx, traces)
+        self._estimate(every)
 
-    def _estimate(self, ctx: SearchContext, traces: list[_Trace]) -> None:
-        """J of every boundary of these traces, against the consensus of everything forced so far."""
+    def _estimate(self, traces: list[_Trace]) -> None:
+        """J of every boundary: its forced answers' mean score, or their agreement with the consensus of
+        all forced answers of all traces so far."""
         boundaries = [b for t in traces for b in t.boundaries]
         if self.config.progress == "scorer":
             for b in boundaries:
-                if b.scores:
-                    b.j = sum(b.scores) / len(b.scores)
-                elif b.scores is None:
-                    b.j = float("nan")
+                b.j = sum(b.scores) / len(b.scores) if b.scores else 0.0
             return
         answers = [a for b in boundaries for a in b.answers]
         labels = cluster_labels(answers)
@@ -199,8 +227,12 @@ class MRT(Strategy):
             b.j = sum(label == consensus for label in own) / len(own) if own and consensus is not None else 0.0
 
     # ---------------------------------------------------------------- thinking
-    async def _episode(self, ctx: SearchContext, traces: list[_Trace], words: list[int]) -> list[_Trace]:
-        """One episode of every thinking trace; returns the traces that reached a boundary."""
+    async def _episode(self, ctx: SearchContext, traces: list[_Trace]) -> list[_Trace]:
+        """One episode of every thinking trace; returns the traces whose thinking reached a boundary.
+
+        An episode here is one generation: it ends at a marker (a stop string: so "Waiting" ends one
+        too), at max_tokens, or where the model stops. Episodes closer than `episodes.min_chars` to the
+        last boundary, or fewer than `episodes.group_size` since it, are not measured separately."""
         c, f = self.config, self.config.thinking
         requests, asked = [], []
         for t in traces:
@@ -216,6 +248,7 @@ class MRT(Strategy):
         if not requests:
             return []
         reached = []
+        markers = self._markers()
         for t, result in zip(asked, await ctx.generate(requests, keep=False)):
             if result is None or not result.completions:
                 t.state = "capped"
@@ -226,37 +259,35 @@ class MRT(Strategy):
             t.tokens += out.num_tokens
             t.logprobs += out.token_logprobs or []
             stop = out.stop_reason
-            marker = stop is not None and stop != f.think_end
-            text = out.text[: -len(stop)] if marker or (stop and stop == f.think_end) else out.text
-            t.text += text
-            model_stopped = out.finish_reason == "stop" and not marker
-            if out.finish_reason != "stop" and t.tokens >= f.max_thinking_tokens:
-                t.state = "capped"
-            if model_stopped:
-                t.state = "ending"  # measured at its end first: whether to force it on needs that episode's progress
-                reached.append(t)
+            marker = out.finish_reason == "stop" and stop in markers
+            ended_thinking = out.finish_reason == "stop" and stop is not None and stop == f.think_end
+            t.text += out.text[: -len(stop)] if marker or ended_thinking else out.text
             since = len(t.text) - (t.boundaries[-1].offset if t.boundaries else 0)
-            if marker:
-                # The marker opens the next episode: it joins the thinking after this boundary is measured.
-                t.carry = stop
-                if since >= c.episodes.min_chars and t.pending >= c.episodes.group_size:
-                    reached.append(t)
-            elif t.state == "thinking" and t.pending >= c.episodes.group_size and since >= c.episodes.min_chars:
+            if out.finish_reason == "stop" and not marker:
+                # The model stopped thinking (EOS, think_end or one of the user's stop strings): measured at
+                # its end first, since whether to force it on depends on that last episode's progress.
+                t.state = "ending"
                 reached.append(t)
+            elif out.finish_reason != "stop" and t.tokens >= f.max_thinking_tokens:
+                t.state = "capped"
+            else:
+                if marker:
+                    t.carry = stop  # the marker opens the next episode, after this boundary is measured
+                if t.pending >= c.episodes.group_size and since >= c.episodes.min_chars:
+                    reached.append(t)
         return reached
 
-    def _end_or_go_on(self, ctx: SearchContext, traces: list[_Trace], t: _Trace, words: list[int]) -> None:
+    def _end_or_go_on(self, ctx: SearchContext, traces: list[_Trace], t: _Trace) -> None:
         """The model stopped thinking: let it, unless its thinking is still under the minimum, or its last
-        episode made progress and the budget has room for more (then a continuation word forces it on)."""
+        episode made progress; and only while the budget has room (then a continuation word forces it on)."""
         c, f = self.config, self.config.thinking
-        t.state = "thinking"  # counted as such while its room is sized
-        go_on = t.tokens < f.min_thinking_tokens or (self._last_progress(t) > c.progress_threshold
-                                                     and self._room(ctx, traces, t) >= 1)
-        if go_on and t.extensions < f.max_extensions and t.episodes < c.max_episodes:
-            words[0] += 1
-            t.extensions += 1
+        wanted = t.tokens < f.min_thinking_tokens or self._last_progress(t) > c.progress_threshold
+        if wanted and self._room(ctx, traces, t) >= 1 and t.extensions < f.max_extensions \
+                and t.episodes < c.max_episodes:
             t.text = t.text.rstrip()
-            t.carry = c.episodes.paragraph_break + f.continuation_words[(words[0] - 1) % len(f.continuation_words)]
+            t.carry = c.episodes.paragraph_break + f.next_word(t.extensions)
+            t.extensions += 1
+            t.state = "thinking"
             ctx.record("mrt_forced_on", episode=t.episodes, thinking_tokens=t.tokens)
         else:
             t.state = "ended"
@@ -268,23 +299,27 @@ class MRT(Strategy):
     # ---------------------------------------------------------------- answering
     async def _final_answers(self, ctx: SearchContext, traces: list[_Trace]) -> None:
         """Each trace's own answer: after its end of thinking (a model with think_end writes it), in its
-        output (a model without), or forced with the termination text when it was cut off."""
+        output (a model without, when it states one), or forced with the termination text when it was
+        cut off (or stated none)."""
         c, f = self.config, self.config.thinking
         requests, asked = [], []
         for t in traces:
-            if t.state == "ended" and not f.think_end and states_answer(t.text):
+            natural = t.state == "ended"
+            if natural and not f.think_end and states_answer(t.text):
                 t.final_answer = extract_answer(t.text)
                 continue
-            t.text += (f.think_end or "") if t.state == "ended" and f.think_end else ""
-            t.answer_start = len(t.text)
-            if not (t.state == "ended" and f.think_end):
-                t.text += f.answer_prompt
-            requests.append(GenerationRequest(ctx.prompt + t.text, c.params(1, max_tokens=f.answer_tokens, logprobs=0)))
+            if natural and f.think_end:
+                t.text += f.think_end
+                t.answer_start = len(t.text)
+            else:
+                t.answer_start = len(t.text)
+                t.text = self._cut_off(t.text)
+            requests.append(GenerationRequest(ctx.prompt + t.text, c.params(1, max_tokens=c.final_tokens(), logprobs=0)))
             asked.append(t)
         if requests:
             for t, result in zip(asked, await ctx.generate(requests, keep=False)):
                 if result is None or not result.completions:
-                    continue
+                    continue  # its tokens were set aside: only a seconds or prompt cap refuses it
                 out = result.completions[0]
                 t.text += out.text
                 t.answer_tokens += out.num_tokens
@@ -292,15 +327,15 @@ class MRT(Strategy):
                 t.final_answer = extract_answer(t.text[t.answer_start:])
 
     def _vote(self, traces: list[_Trace]) -> tuple[str | None, dict[str, float]]:
-        m = self.config.forced_answers
+        c = self.config
         answers, weights = [], []
         for t in traces:
             for b in t.boundaries:
                 answers += b.answers
-                weights += b.scores if b.scores is not None and self.config.progress == "scorer" else [1.0] * len(b.answers)
+                weights += b.scores if c.progress == "scorer" and b.scores is not None else [1.0] * len(b.answers)
             if t.final_answer is not None:
                 answers.append(t.final_answer)
-                weights.append(float(m))
+                weights.append(float(c.forced_answers))  # a final answer weighs as much as one boundary
         labels = cluster_labels(answers)
         i = pick(labels, weights, "weighted")
         totals: dict[str, float] = {}
@@ -316,19 +351,22 @@ class MRT(Strategy):
         c = self.config
         traces = [_Trace() for _ in range(c.traces)]
         ctx.record("mrt", traces=c.traces, forced_answers=c.forced_answers, episode_tokens=c.max_tokens)
-        await self._measure(ctx, traces)  # J before any thinking: the first episode's progress needs it
-        words = [0]
+        await self._measure(ctx, traces, traces)  # J before any thinking: the first episode's progress needs it
         while any(t.state == "thinking" for t in traces):
-            reached = await self._episode(ctx, traces, words)
-            await self._measure(ctx, reached)
+            reached = await self._episode(ctx, traces)
+            await self._measure(ctx, reached, traces)
             for t in reached:
                 if t.state == "ending":
-                    self._end_or_go_on(ctx, traces, t, words)
+                    self._end_or_go_on(ctx, traces, t)
                 elif t.state == "thinking" and t.stalled(c.progress_threshold) >= c.patience:
                     t.state = "stopped"
                     ctx.record("mrt_stopped", episode=t.episodes, j=[round(b.j, 4) for b in t.boundaries])
-            for t in traces:  # a trace that goes on opens its next episode with the marker it stopped at
-                t.text, t.carry = t.text + t.carry if t.state == "thinking" else t.text, ""
+            for t in traces:  # a trace that goes on opens its next episode with the marker or word it stopped at
+                if t.carry and t.state == "thinking" and self._room(ctx, traces, t) >= 1:
+                    t.text += t.carry
+                elif t.carry and t.state == "thinking":
+                    t.state = "capped"  # no room left to think after it: the marker is not left dangling
+                t.carry = ""
         await self._final_answers(ctx, traces)
         answer, votes = await ctx.offload(self._vote, traces)
         candidates = []
@@ -348,7 +386,8 @@ class MRT(Strategy):
             "j": [[round(b.j, 4) for b in t.boundaries] for t in traces],
             "progress": [[round(p, 4) for p in t.progress()] for t in traces],
             "forced_answers": sum(len(b.answers) for t in traces for b in t.boundaries),
-            "forced_answer_tokens": sum(b.tokens for t in traces for b in t.boundaries),
+            "forced_answer_tokens": sum(b.tokens for t in traces for b in t.boundaries)
+            + sum(t.forced_unscored for t in traces),
             "thinking_tokens": [t.tokens for t in traces], "extensions": [t.extensions for t in traces],
         }
         if ctx.problem.reference is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ttc.core.answers import answers_match, extract_answer, states_answer
 from ttc.core.config import SamplingOptions
@@ -39,6 +39,18 @@ class ForcingOptions(ThinkingFormat):
     answer_tokens: int = Field(32, ge=1, le=8192, description="Most tokens of the answer after the thinking.")
     max_extensions: int = Field(8, ge=0, le=1024, description="Most continuation words appended to one sample (a "
                                 "model that ends at once every time must not loop forever).")
+
+    @field_validator("continuation_words")
+    @classmethod
+    def _words(cls, words: list[str]) -> list[str]:
+        empty = [i for i, w in enumerate(words) if not w.strip()]
+        if empty:
+            raise ValueError(f"continuation_words[{empty[0]}] is empty; every continuation word must be some text")
+        return words
+
+    def next_word(self, extensions: int) -> str:
+        """The word a sample's next extension appends: s1's "Wait" first, then the others in rotation."""
+        return self.continuation_words[extensions % len(self.continuation_words)]
 
     @model_validator(mode="after")
     def _lengths(self) -> "ForcingOptions":
@@ -105,9 +117,13 @@ async def force_samples(ctx: SearchContext, n: int, sampling: SamplingOptions, f
                         logprobs: int | None = None) -> list[ForcedSample]:
     """`force_thinking`, with each sample's thinking and answer sections."""
     f = forcing
+    left = ctx.ledger.generated_left()
+    if left is not None and n * f.answer_tokens > left:
+        # Every sample must end with an answer: no more samples than the budget has answers for.
+        ctx.record("budget_forcing_fewer_samples", asked=n, answers_affordable=left // f.answer_tokens)
+        n = left // f.answer_tokens
     samples = [ForcedSample() for _ in range(n)]
     stops = (f.think_end,) if f.think_end else ()
-    words = 0  # continuation words used so far, for the rotation
     while True:
         thinking = [s for s in samples if not (s.ended or s.capped)]
         if not thinking:
@@ -136,8 +152,7 @@ async def force_samples(ctx: SearchContext, n: int, sampling: SamplingOptions, f
             if c.finish_reason != "stop":
                 s.capped = True
             elif s.thinking_tokens < f.min_thinking_tokens and s.extensions < f.max_extensions:
-                s.text = s.text.rstrip() + "\n\n" + f.continuation_words[words % len(f.continuation_words)]
-                words += 1
+                s.text = s.text.rstrip() + "\n\n" + f.next_word(s.extensions)
                 s.extensions += 1
                 ctx.record("budget_forcing_continue", thinking_tokens=s.thinking_tokens, extension=s.extensions)
             else:
@@ -193,7 +208,7 @@ async def _answer(ctx: SearchContext, samples: Sequence[ForcedSample], sampling:
     for s, result in zip(asked, await ctx.generate(requests, keep=False)):
         s.answered = True
         if result is None or not result.completions:
-            continue  # only a seconds or prompt cap can refuse it: the answer is then read from the thinking
+            continue  # its tokens were set aside: only a seconds or prompt cap can refuse it (answer read from the text)
         c = result.completions[0]
         s.text += c.text
         s.answer_tokens += c.num_tokens

@@ -93,3 +93,11 @@ def test_bad_options_are_clear_errors():
         engine().solve(problem(), 1000, "best_of_n", max_tokens=16, budget_forcing={})
     with pytest.raises(ConfigError, match="stop_at_score"):
         engine().solve(problem(), 1000, "best_of_n", stop_at_score=1.0, budget_forcing={}, verifier="oracle")
+
+
+def test_more_samples_than_answers_the_budget_pays_for_are_not_drawn():
+    forcing = {"max_thinking_tokens": 10, "answer_tokens": 8}
+    s = engine().solve(problem(), 20, "repeated_sampling", n=4, budget_forcing=forcing)
+    assert len(s.candidates) == 2 and all(c.text.endswith("Final Answer: 7") for c in s.candidates)
+    assert s.usage.generated_tokens <= 20
+    assert any(e["event"] == "budget_forcing_fewer_samples" for e in s.trace)

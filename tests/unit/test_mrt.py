@@ -88,3 +88,66 @@ def test_bad_settings_are_clear_errors():
         engine(script).solve(problem(), 4000, "mrt", progress="scorer")
     with pytest.raises(ConfigError, match="patience"):
         engine(script).solve(problem(), 4000, "mrt", patience=0)
+
+
+def test_consensus_is_over_every_trace():
+    from strategies.mrt import MRT, _Boundary, _Trace
+
+    a, b = _Trace(), _Trace()
+    a.boundaries = [_Boundary(0, ["7", "7", "7"])]
+    b.boundaries = [_Boundary(0, ["42", "42"]), _Boundary(5, ["42", "42"])]
+    MRT()._estimate([a, b])  # 42 (4 votes) is the consensus, though trace a alone says 7
+    assert [x.j for x in a.boundaries] == [0.0] and [x.j for x in b.boundaries] == [1.0, 1.0]
+
+
+def test_grouped_and_spaced_boundaries():
+    script = thinking_script([{"42": 1.0}] * 7, words_per_episode=4)
+    s = engine(script).solve(problem(), 4000, "mrt", episodes={"min_chars": 0, "group_size": 2}, patience=9)
+    assert s.metrics["episodes"] == [6] and len(s.metrics["j"][0]) == 1 + 3  # before thinking, then every 2 episodes
+    s = engine(script).solve(problem(), 4000, "mrt", episodes={"min_chars": 10_000}, patience=9)
+    assert s.metrics["episodes"] == [6] and len(s.metrics["j"][0]) == 2  # before thinking and at its end only
+
+
+def test_thinking_delimiters_close_the_thinking_before_any_answer():
+    def script(prompt, rng):
+        tail = prompt.rpartition("[assistant]\n")[2]
+        if "Final Answer:" in tail:
+            return " 42"
+        if tail.endswith("</think>"):
+            return " Summing up, the answer is \\boxed{42}."
+        if tail.endswith("Wait"):
+            return ", t4 t5 t6</think>"
+        return "<think>t1 t2 t3\n\nWait, t4 t5 t6</think>"
+
+    gen = FakeGenerator(script)
+    thinking = {"think_start": "<think>", "think_end": "</think>", "answer_tokens": 4}
+    s = Engine(backend="fake", generator=gen).solve(problem(), 2000, "mrt", episodes=EPISODES, thinking=thinking,
+                                                    final_answer_tokens=20)
+    forced = [r.prompt for call in gen.calls for r in call if "Time is up" in r.prompt]
+    assert forced and all("</think>\n\nTime is up" in p for p in forced)  # closed, then cut off
+    text = s.candidates[0].text
+    assert text.count("</think>") == 1 and text.endswith("</think> Summing up, the answer is \\boxed{42}.")
+    assert s.metrics["ends"] == ["ended"] and s.candidates[0].answer == "42"
+
+
+def test_a_user_stop_string_ends_the_trace_and_a_boxed_guess_does_not_answer_for_it():
+    def script(prompt, rng):
+        tail = prompt.rpartition("[assistant]\n")[2]
+        if "Final Answer:" in tail:
+            return " 42"
+        return "guess \\boxed{7} for now t1 t2\n\nQuestion: what next"
+
+    s = engine(script).solve(problem(), 2000, "mrt", episodes=EPISODES, stop=["\n\nQuestion:"], forced_answers=3)
+    m = s.metrics
+    assert m["ends"] == ["ended"] and "what next" not in s.candidates[0].text
+    # the forced answers were sampled (and charged), not read off the boxed guess
+    assert m["forced_answer_tokens"] == m["forced_answers"] == 6 and m["forced_correct"] == [[3, 3]]
+
+
+def test_progress_by_a_scorer_that_needs_logprobs():
+    from verifiers.logprob import MeanLogprobScorer
+
+    script = thinking_script([{"7": 1.0}, {"42": 1.0}, {"42": 1.0}])
+    s = engine(script, scorer=MeanLogprobScorer()).solve(problem(), 4000, "mrt", episodes=EPISODES,
+                                                         progress="scorer")
+    assert all(0.0 < j <= 1.0 for j in s.metrics["j"][0])

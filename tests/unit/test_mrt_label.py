@@ -63,16 +63,19 @@ def test_export_values_on_known_j(recipe_file, tmp_path):
         mrt_label_recipe(load_recipe(recipe_file, {"mrt_label.continuations": 2}), engine=engine(), progress=False)
 
 
-def test_regret_against_one_and_charged_tokens(recipe_file, tmp_path):
-    overrides = {"mrt_label.regret_comparator": "one", "output": str(tmp_path / "o2"), "mrt_label.plot": None}
-    summary = mrt_label_recipe(load_recipe(recipe_file, overrides), engine=engine(), progress=False)
-    records = ResultsLog(tmp_path / "o2" / "mrt_labels.jsonl").load()
-    trace = records[0]["traces"][0]
-    assert [e["cumulative_regret"] for e in trace["episodes"]] == [1.0, 1.0]
-    # 4 one-token forced answers for J0 (one prefix per problem, shared by its traces) and for J after
-    # episode 1 of each trace; the last prefix holds its boxed answer, known at no cost
-    assert summary["generated_tokens"] == summary["thinking_tokens"] + 3 * (1 + 2) * 4
-    assert "plot" not in summary and not (tmp_path / "o2" / "mrt_j.png").exists()
+def test_regret_comparators_and_charged_tokens(recipe_file, tmp_path):
+    wrong = Engine(backend="fake", generator=FakeGenerator(thinking_script([{"7": 1.0}] * 3)))  # J is 0 throughout
+    for comparator, regret in (("max_j", [0.0, 0.0]), ("one", [1.0, 2.0])):
+        out = tmp_path / comparator
+        overrides = {"mrt_label.regret_comparator": comparator, "output": str(out), "mrt_label.plot": None}
+        summary = mrt_label_recipe(load_recipe(recipe_file, overrides), engine=wrong, progress=False)
+        trace = ResultsLog(out / "mrt_labels.jsonl").load()[0]["traces"][0]
+        assert [e["cumulative_regret"] for e in trace["episodes"]] == regret
+        assert [e["advantage"] for e in trace["episodes"]] == [0.0, 0.0] and trace["reward"] == 0.0
+        # 4 one-token forced answers for J0 (one prefix per problem, shared by its traces) and for J after
+        # each of the 2 episodes of each trace, the last one too: a forced answer is always sampled
+        assert summary["generated_tokens"] == summary["thinking_tokens"] + 3 * (1 + 2 * 2) * 4
+        assert "plot" not in summary and not (out / "mrt_j.png").exists()
 
 
 def test_cli_and_errors(recipe_file, tmp_path, capsys):

@@ -63,22 +63,26 @@ class Continuations:
     texts: list[str]
     answers: list[str | None]
     tokens: int = 0
+    logprobs: list[list[float] | None] | None = None  # per continuation, when the params asked for them
 
 
-async def continue_prefixes(ctx: SearchContext, prefixes: Sequence[str], params: SamplingParams
-                            ) -> list[Continuations | None]:
+async def continue_prefixes(ctx: SearchContext, prefixes: Sequence[str], params: SamplingParams, *,
+                            forced: bool = False) -> list[Continuations | None]:
     """`params.n` continuations of each prefix (text after the rendered prompt), as one batch; None for
     a prefix the budget could not pay for. They are measurements, not candidates of the solve.
 
     A prefix that already holds a final answer (it ends the solution) needs no continuation: its
-    answer is known at no cost, and reported `params.n` times.
+    answer is known at no cost, and reported `params.n` times. With `forced` (each prefix ends in a
+    request for the answer, such as MRT's termination text) every prefix is continued, and an answer
+    is read from the continuation alone: a thinking that boxed a guess on the way, or a number in it,
+    is not an answer the policy gave when asked.
     """
     if params.n < 1:
-        raise ConfigError(f"estimate_success: params.n (continuations per prefix) must be >= 1, got {params.n}")
+        raise ConfigError(f"continuations per prefix (params.n) must be >= 1, got {params.n}")
     out: list[Continuations | None] = [None] * len(prefixes)
     todo: list[int] = []
     for i, prefix in enumerate(prefixes):
-        answer = extract_answer(prefix) if _is_finished(prefix) else None
+        answer = extract_answer(prefix) if not forced and _is_finished(prefix) else None
         if answer is not None:
             out[i] = Continuations([""] * params.n, [answer] * params.n)
         else:
@@ -90,22 +94,24 @@ async def continue_prefixes(ctx: SearchContext, prefixes: Sequence[str], params:
         if result is None or not result.completions:
             continue
         texts = [c.text for c in result.completions]
-        out[i] = Continuations(texts, [extract_answer(prefixes[i] + t) for t in texts],
-                               sum(c.num_tokens for c in result.completions))
+        answers = [extract_answer(t if forced else prefixes[i] + t) for t in texts]
+        out[i] = Continuations(texts, answers, sum(c.num_tokens for c in result.completions),
+                               [c.token_logprobs for c in result.completions])
     return out
 
 
 async def estimate_success(ctx: SearchContext, prefixes: Sequence[str], params: SamplingParams, *,
-                           judge: Judge | None = None) -> list[SuccessEstimate | None]:
+                           judge: Judge | None = None, forced: bool = False) -> list[SuccessEstimate | None]:
     """J of each prefix (text after the rendered prompt) from `params.n` continuations of up to
     `params.max_tokens` tokens; None for a prefix the budget could not pay for.
 
     A prefix that already holds a final answer (it ends the solution) needs no continuation:
-    its success is known exactly, at no cost, and reported as `params.n` trials.
+    its success is known exactly, at no cost, and reported as `params.n` trials (unless `forced`:
+    see `continue_prefixes`).
     """
     judge = judge or reference_judge(ctx.problem.reference)
     out: list[SuccessEstimate | None] = []
-    for c in await continue_prefixes(ctx, prefixes, params):
+    for c in await continue_prefixes(ctx, prefixes, params, forced=forced):
         out.append(None if c is None else
                    SuccessEstimate(sum(judge(a) for a in c.answers), len(c.answers), c.answers, c.tokens))
     return out

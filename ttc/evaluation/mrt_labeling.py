@@ -25,8 +25,8 @@ from typing import Any, Literal, TextIO
 
 from pydantic import Field
 
-from strategies.mrt import TERMINATION
-from strategies.thinking import ForcingOptions, force_samples
+from strategies.mrt import MRTThinking
+from strategies.thinking import force_samples
 from ttc.core.config import SamplingOptions, StrictModel
 from ttc.core.episodes import EpisodeOptions, episode_prefixes, split_episodes, thinking_part
 from ttc.core.plugins import Outcome, Strategy
@@ -36,16 +36,13 @@ from ttc.core.types import Problem, Solution
 from ttc.evaluation.labeling import run_labels
 
 
-def _thinking_defaults() -> ForcingOptions:
-    return ForcingOptions(answer_prompt=TERMINATION, max_thinking_tokens=512, answer_tokens=32)
-
-
 class MRTLabelOptions(StrictModel):
     """The `mrt_label:` section of a recipe: how `ttc mrt-label` samples traces and estimates J."""
 
     traces: int = Field(4, ge=1, le=1024, description="Thinking traces sampled per problem.")
-    thinking: ForcingOptions = Field(default_factory=_thinking_defaults, description="Budget forcing of the traces; "
-                                     "its answer_prompt is the termination text J is measured with.")
+    thinking: MRTThinking = Field(default_factory=MRTThinking, description="Budget forcing of the traces "
+                                  "(max_thinking_tokens None: what sampling.max_tokens leaves after answer_tokens); "
+                                  "its answer_prompt, MRT's termination text, is what J is measured with.")
     episodes: EpisodeOptions = Field(default_factory=EpisodeOptions)
     continuations: int = Field(8, ge=1, le=1024, description="Forced answers per prefix that estimate its J.")
     regret_comparator: Literal["max_j", "one"] = Field(
@@ -83,7 +80,7 @@ class EpisodeLabeler(Strategy):
                 wanted.setdefault(p, len(wanted))
         params = self.sampling.params(o.continuations, max_tokens=o.thinking.answer_tokens)
         terminated = [p + (o.thinking.think_end or "") + o.thinking.answer_prompt for p in wanted]
-        estimates = await estimate_success(ctx, terminated, params)
+        estimates = await estimate_success(ctx, terminated, params, forced=True)
         traces = []
         for s, (thinking, episodes, prefixes) in zip(samples, per_trace):
             est = [estimates[wanted[p]] for p in prefixes]
