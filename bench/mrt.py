@@ -14,6 +14,8 @@ the larger budget (linear in log tokens between mrt's two points), over fixed-le
 tokens there (below 1: mrt is cheaper; None: mrt never reaches it), and every accuracy.
 
     python -m bench.mrt [--per-level 10] [--budgets 256 512] [--out bench/out/mrt]
+    python -m bench.mrt --mrt-set patience=1 --mrt-set progress_threshold=0.25   # an mrt variant, same folder:
+                                                  # the other strategies' results are reused
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ ANSWER_TOKENS = 16
 FORCED_ANSWERS = 4
 
 
-def strategies(budget: int) -> list[dict]:
+def strategies(budget: int, mrt_options: dict | None = None, mrt_label: str = "mrt") -> list[dict]:
     thinking = budget - ANSWER_TOKENS
     # mrt keeps room for one boundary's forced answers and its final answer
     mrt_thinking = budget - (FORCED_ANSWERS + 1) * ANSWER_TOKENS
@@ -40,18 +42,19 @@ def strategies(budget: int) -> list[dict]:
         {"name": "repeated_sampling", "n": 1, "label": "budget forcing",
          "budget_forcing": {"min_thinking_tokens": thinking, "max_thinking_tokens": thinking,
                             "answer_tokens": ANSWER_TOKENS}},
-        {"name": "mrt", "label": "mrt", "max_tokens": 64, "forced_answers": FORCED_ANSWERS,
-         "thinking": {"max_thinking_tokens": mrt_thinking, "answer_tokens": ANSWER_TOKENS}},
+        {"name": "mrt", "label": mrt_label, "max_tokens": 64, "forced_answers": FORCED_ANSWERS,
+         "thinking": {"max_thinking_tokens": mrt_thinking, "answer_tokens": ANSWER_TOKENS}, **(mrt_options or {})},
         {"name": "best_of_n", "selection": "majority", "max_tokens": 128, "label": "best-of-N majority"},
     ]
 
 
-def recipe_data(budget: int, per_level: int, seed: int, out: Path) -> dict:
+def recipe_data(budget: int, per_level: int, seed: int, out: Path, mrt_options: dict | None = None,
+                mrt_label: str = "mrt") -> dict:
     return {
         "name": f"mrt_b{budget}", "generator": {"backend": "vllm"},
         "dataset": {"source": "arithmetic", "levels": ["add1", "add2", "mul1", "mul2"], "per_level": per_level,
                     "seed": seed},
-        "sampling": {"temperature": 0.8}, "strategy": strategies(budget), "budget": [budget],
+        "sampling": {"temperature": 0.8}, "strategy": strategies(budget, mrt_options, mrt_label), "budget": [budget],
         "output": str(out / f"b{budget}"),
     }
 
@@ -75,16 +78,22 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, nargs=2, default=[256, 512])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", default="bench/out/mrt")
+    parser.add_argument("--mrt-set", dest="mrt_sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="an mrt option of a variant (repeatable); its label names them")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     from ttc.calibrate import tokens_to_reach
+    from ttc.core.config import parse_assignments
     from ttc.engine import Engine
     from ttc.evaluation.recipe import parse_recipe
     from ttc.evaluation.results import ResultsLog
     from ttc.evaluation.runner import run_recipe
 
     out = Path(args.out)
-    recipes = [parse_recipe(recipe_data(b, args.per_level, args.seed, out)) for b in args.budgets]
+    mrt_options = parse_assignments(args.mrt_sets)
+    mrt_label = "mrt" + (f" ({', '.join(args.mrt_sets)})" if args.mrt_sets else "")
+    recipes = [parse_recipe(recipe_data(b, args.per_level, args.seed, out, mrt_options, mrt_label))
+               for b in args.budgets]
     engine = Engine(recipes[0].engine_config()).start()
     t0 = time.perf_counter()
     records = []
@@ -97,21 +106,28 @@ def main() -> None:
     print("accuracy and mean generated tokens per problem:")
     for label, points in by.items():
         print(f"  {label:<24} " + "  ".join(f"B={p['budget']}: {p['accuracy']:.1%} @ {p['tokens']:.0f}" for p in points))
-    mrt = [r for r in records if r["strategy"] == "mrt"]
+    mrt = [r for r in records if r["strategy"] == mrt_label]
     if mrt:
         episodes = [e for r in mrt for e in r["metrics"].get("episodes", [])]
         ends = defaultdict(int)
         for r in mrt:
             for end in r["metrics"].get("ends", []):
                 ends[end] += 1
-        print(f"  mrt: {sum(episodes) / max(len(episodes), 1):.1f} episodes per trace; ends {dict(ends)}")
+        print(f"  {mrt_label}: {sum(episodes) / max(len(episodes), 1):.1f} episodes per trace; ends {dict(ends)}")
+        for b in args.budgets:
+            cell = [r for r in mrt if int(r["budget"]["generated_tokens"]) == b]
+            own = [bool(c["correct"]) for r in cell for c in r["candidates"]]
+            forced = [r["metrics"].get("forced_answer_tokens", 0) for r in cell]
+            print(f"    B={b}: the vote {sum(bool(r['correct']) for r in cell) / max(len(cell), 1):.1%}, the trace's own "
+                  f"final answer {sum(own) / max(len(own), 1):.1%}; forced answers "
+                  f"{sum(forced) / max(len(forced), 1):.0f} tokens per problem")
     fixed = by.get("fixed-length thinking", [])
     top = fixed[-1] if fixed else None
-    need = tokens_to_reach(by.get("mrt", []), top["accuracy"]) if top else None
+    need = tokens_to_reach(by.get(mrt_label, []), top["accuracy"]) if top else None
     saving = None if need is None or not top["tokens"] else round(need / top["tokens"], 3)
     print(f"\ntoken_saving_at_equal_accuracy (mrt tokens to reach fixed-length thinking's "
           f"{top['accuracy']:.1%} at B={top['budget']}, over its {top['tokens']:.0f}): {saving}" if top else "")
-    summary = {"bench": "mrt", "problems": len({r['id'] for r in records}), "budgets": args.budgets,
+    summary = {"bench": "mrt", "mrt": mrt_label, "problems": len({r['id'] for r in records}), "budgets": args.budgets,
                "token_saving_at_equal_accuracy": saving,
                "accuracy": {label: [round(p["accuracy"], 4) for p in points] for label, points in by.items()},
                "tokens": {label: [round(p["tokens"], 1) for p in points] for label, points in by.items()},
