@@ -165,8 +165,11 @@ def plot_j(records: list[dict[str, Any]], path: str | Path) -> Path:
                 ax.plot(*zip(*points), color="tab:blue", alpha=0.15, linewidth=0.8)
     if by_index:
         xs = sorted(by_index)
-        ax.plot(xs, [sum(by_index[x]) / len(by_index[x]) for x in xs], color="tab:red", linewidth=2.5,
-                marker="o", label="mean J")
+        means = [sum(by_index[x]) / len(by_index[x]) for x in xs]
+        ax.plot(xs, means, color="tab:red", linewidth=2.5, marker="o", label="mean J (n: traces that long)")
+        for x, m in zip(xs, means):  # a mean over few traces is noise: say how many
+            ax.annotate(f"n={len(by_index[x])}", (x, m), textcoords="offset points", xytext=(4, 6), fontsize=8)
+        ax.set_xticks(xs)
         ax.legend()
     ax.set_xlabel("episodes of thinking")
     ax.set_ylabel("J (chance of a right answer when stopped here)")
