@@ -80,7 +80,8 @@ class MRTConfig(SamplingOptions):
     def _thinking_cap(self):
         f = self.thinking
         if f.max_thinking_tokens is None:  # mrt's episodes have their own length: the cap cannot come from it
-            self.__dict__["thinking"] = f.within(1024 + f.answer_tokens, explicit=False)
+            self.__dict__["thinking"] = f.within(1024 + f.answer_tokens, explicit=False, name="thinking",
+                                                 source="mrt's default thinking cap 1024 + answer_tokens")
         return self
 
     def final_tokens(self) -> int:
@@ -111,6 +112,7 @@ class _Trace:
     answer_tokens: int = 0
     carry: str = ""  # the marker that ended the last episode (or a continuation word): it opens the next one
     forced_unscored: int = 0  # tokens of forced answers the verifier budget could not score
+    own_stop: bool = False  # it stopped at one of the caller's stop strings: it ends there
 
     def progress(self) -> list[float]:
         js = [b.j for b in self.boundaries]
@@ -264,9 +266,10 @@ class MRT(Strategy):
             t.text += out.text[: -len(stop)] if marker or ended_thinking else out.text
             since = len(t.text) - (t.boundaries[-1].offset if t.boundaries else 0)
             if out.finish_reason == "stop" and not marker:
-                # The model stopped thinking (EOS, think_end or one of the user's stop strings): measured at
-                # its end first, since whether to force it on depends on that last episode's progress.
+                # The model stopped thinking (EOS or think_end): measured at its end first, since whether to
+                # force it on depends on that last episode's progress. The caller's own stop string ends it.
                 t.state = "ending"
+                t.own_stop = stop is not None and not ended_thinking
                 reached.append(t)
             elif out.finish_reason != "stop" and t.tokens >= f.max_thinking_tokens:
                 t.state = "capped"
@@ -281,7 +284,7 @@ class MRT(Strategy):
         """The model stopped thinking: let it, unless its thinking is still under the minimum, or its last
         episode made progress; and only while the budget has room (then a continuation word forces it on)."""
         c, f = self.config, self.config.thinking
-        wanted = t.tokens < f.min_thinking_tokens or self._last_progress(t) > c.progress_threshold
+        wanted = not t.own_stop and (t.tokens < f.min_thinking_tokens or self._last_progress(t) > c.progress_threshold)
         if wanted and self._room(ctx, traces, t) >= 1 and t.extensions < f.max_extensions \
                 and t.episodes < c.max_episodes:
             t.text = t.text.rstrip()
@@ -362,10 +365,11 @@ class MRT(Strategy):
                     t.state = "stopped"
                     ctx.record("mrt_stopped", episode=t.episodes, j=[round(b.j, 4) for b in t.boundaries])
             for t in traces:  # a trace that goes on opens its next episode with the marker or word it stopped at
-                if t.carry and t.state == "thinking" and self._room(ctx, traces, t) >= 1:
+                if t.carry and t.state == "thinking" and self._room(ctx, traces, t) >= 1 \
+                        and t.episodes < c.max_episodes:
                     t.text += t.carry
                 elif t.carry and t.state == "thinking":
-                    t.state = "capped"  # no room left to think after it: the marker is not left dangling
+                    t.state = "capped"  # no room or episode left after it: the marker is not left dangling
                 t.carry = ""
         await self._final_answers(ctx, traces)
         answer, votes = await ctx.offload(self._vote, traces)
@@ -374,10 +378,13 @@ class MRT(Strategy):
             completion = Completion(t.text, t.tokens + t.answer_tokens, "stop" if t.state == "ended" else "length",
                                     t.logprobs)
             traj = ctx.trajectory(completion)
-            if t.final_answer is not None and t.final_answer != traj.answer:
-                traj.answer = t.final_answer
+            # With an answer section, its answer is the trace's (None if it states none), never a guess
+            # boxed in the thinking; a trace that stated its answer in its output keeps that one.
+            own = t.final_answer if t.answer_start is not None or t.final_answer is not None else traj.answer
+            if own != traj.answer:
+                traj.answer = own
                 if traj.correct is not None:
-                    traj.correct = answers_match(t.final_answer, ctx.problem.reference)
+                    traj.correct = own is not None and answers_match(own, ctx.problem.reference)
             candidates.append(traj)
         best = next((x for x in candidates if x.answer is not None and answer is not None
                      and answers_match(x.answer, answer)), candidates[0] if candidates else None)

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from ttc.core.answers import answers_match, extract_answer, states_answer
 from ttc.core.config import SamplingOptions
 from ttc.core.context import SearchContext
+from ttc.core.errors import ConfigError
 from ttc.core.episodes import ThinkingFormat
 from ttc.core.types import Completion, GenerationRequest, Trajectory
 
@@ -59,22 +60,26 @@ class ForcingOptions(ThinkingFormat):
                              f"max_thinking_tokens={self.max_thinking_tokens}")
         return self
 
-    def within(self, max_tokens: int, *, explicit: bool) -> "ForcingOptions":
+    def within(self, max_tokens: int, *, explicit: bool, name: str = "budget_forcing",
+               source: str = "max_tokens") -> "ForcingOptions":
         """These options with the thinking cap resolved against a sample's `max_tokens` (thinking and answer):
         None takes what max_tokens leaves after the answer; a cap given with an `explicit` max_tokens must
-        fit in it. Raises ValueError naming the numbers."""
+        fit in it. `name` is where these options sit and `source` what gave max_tokens, for the message
+        of the ConfigError (a ValueError, so a validator reports it with its field)."""
         cap = self.max_thinking_tokens
         if cap is None:
             cap = max_tokens - self.answer_tokens
             if cap < 1:
-                raise ValueError(f"max_tokens={max_tokens} leaves no thinking after budget_forcing.answer_tokens="
-                                 f"{self.answer_tokens}")
+                raise ConfigError(f"{source}={max_tokens} leaves no thinking after {name}.answer_tokens="
+                                  f"{self.answer_tokens}")
         elif explicit and cap + self.answer_tokens > max_tokens:
-            raise ValueError(f"budget_forcing.max_thinking_tokens={cap} + answer_tokens={self.answer_tokens} exceed "
-                             f"max_tokens={max_tokens}, the most a sample generates")
+            raise ConfigError(f"{name}.max_thinking_tokens={cap} + answer_tokens={self.answer_tokens} exceed "
+                              f"{source}={max_tokens}, the most a sample generates")
         if self.min_thinking_tokens > cap:
-            raise ValueError(f"budget_forcing.min_thinking_tokens={self.min_thinking_tokens} exceeds the thinking "
-                             f"cap {cap} (max_thinking_tokens, or max_tokens - answer_tokens)")
+            how = "its max_thinking_tokens" if self.max_thinking_tokens is not None else \
+                f"{source} - answer_tokens"
+            raise ConfigError(f"{name}.min_thinking_tokens={self.min_thinking_tokens} exceeds the thinking cap "
+                              f"{cap} ({how})")
         return self.model_copy(update={"max_thinking_tokens": cap})
 
     def sample_tokens(self) -> int:
@@ -149,9 +154,10 @@ async def force_samples(ctx: SearchContext, n: int, sampling: SamplingOptions, f
             s.text += _strip_end(c.text, c.stop_reason if c.stop_reason == f.think_end else None)
             s.thinking_tokens += c.num_tokens
             s.logprobs += c.token_logprobs or []
+            own_stop = c.stop_reason is not None and c.stop_reason != f.think_end  # the caller's stop string
             if c.finish_reason != "stop":
                 s.capped = True
-            elif s.thinking_tokens < f.min_thinking_tokens and s.extensions < f.max_extensions:
+            elif not own_stop and s.thinking_tokens < f.min_thinking_tokens and s.extensions < f.max_extensions:
                 s.text = s.text.rstrip() + "\n\n" + f.next_word(s.extensions)
                 s.extensions += 1
                 ctx.record("budget_forcing_continue", thinking_tokens=s.thinking_tokens, extension=s.extensions)
@@ -163,12 +169,14 @@ async def force_samples(ctx: SearchContext, n: int, sampling: SamplingOptions, f
         completion = Completion(s.text, s.thinking_tokens + s.answer_tokens, "length" if s.capped else "stop",
                                 s.logprobs if logprobs is not None else None)
         t = ctx.trajectory(completion)
-        # The answer section's answer is the sample's, not a number from its thinking.
-        stated = extract_answer(s.text[s.answer_start:]) if s.answer_start is not None else None
-        if stated is not None and stated != t.answer:
-            t.answer = stated
-            if t.correct is not None:
-                t.correct = answers_match(stated, ctx.problem.reference)
+        # With an answer section, its answer is the sample's (None if it states none): never a guess boxed
+        # on the way or a number from the thinking.
+        if s.answer_start is not None:
+            stated = extract_answer(s.text[s.answer_start:])
+            if stated != t.answer:
+                t.answer = stated
+                if t.correct is not None:
+                    t.correct = stated is not None and answers_match(stated, ctx.problem.reference)
         s.trajectory = t
         out.append(s)
     ctx.record("budget_forcing", samples=n, extended=sum(s.extensions for s in samples),

@@ -139,7 +139,7 @@ def test_a_user_stop_string_ends_the_trace_and_a_boxed_guess_does_not_answer_for
 
     s = engine(script).solve(problem(), 2000, "mrt", episodes=EPISODES, stop=["\n\nQuestion:"], forced_answers=3)
     m = s.metrics
-    assert m["ends"] == ["ended"] and "what next" not in s.candidates[0].text
+    assert m["ends"] == ["ended"] and m["extensions"] == [0] and "what next" not in s.candidates[0].text
     # the forced answers were sampled (and charged), not read off the boxed guess
     assert m["forced_answer_tokens"] == m["forced_answers"] == 6 and m["forced_correct"] == [[3, 3]]
 
@@ -151,3 +151,23 @@ def test_progress_by_a_scorer_that_needs_logprobs():
     s = engine(script, scorer=MeanLogprobScorer()).solve(problem(), 4000, "mrt", episodes=EPISODES,
                                                          progress="scorer")
     assert all(0.0 < j <= 1.0 for j in s.metrics["j"][0])
+
+
+def test_no_marker_is_left_dangling_at_the_episode_limit():
+    script = thinking_script([{"42": 1.0}] * 7)
+    s = engine(script).solve(problem(), 4000, "mrt", episodes=EPISODES, max_episodes=2, patience=5)
+    assert s.metrics["ends"] == ["capped"] and "\n\nWait\n\nTime is up" not in s.candidates[0].text
+
+
+def test_a_final_answer_section_without_an_answer_gives_none_not_a_guess_from_the_thinking():
+    def script(prompt, rng):
+        tail = prompt.rpartition("[assistant]\n")[2]
+        if "Final Answer:" in tail:
+            return " 42"
+        if tail.endswith("</think>"):
+            return " Summing up the work above, the answer is \\boxed{42}."
+        return "<think>guess \\boxed{13} t2 t3</think>"
+
+    thinking = {"think_end": "</think>", "answer_tokens": 4}
+    s = engine(script).solve(problem(), 2000, "mrt", episodes=EPISODES, thinking=thinking)  # the summary is cut
+    assert s.candidates[0].answer is None and s.answer == "42"  # the vote of the forced answers

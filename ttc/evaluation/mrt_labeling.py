@@ -60,7 +60,8 @@ class EpisodeLabeler(Strategy):
     def __init__(self, options: MRTLabelOptions, sampling: SamplingOptions):
         super().__init__()
         # Without its own cap the thinking gets what the recipe's max_tokens leaves after the answer.
-        thinking = options.thinking.within(sampling.max_tokens, explicit=False)
+        thinking = options.thinking.within(sampling.max_tokens, explicit=False, name="mrt_label.thinking",
+                                           source="sampling.max_tokens")
         self.options, self.sampling = options.model_copy(update={"thinking": thinking}), sampling
 
     def check(self, budget, has_scorer: bool) -> None:
