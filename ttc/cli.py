@@ -109,6 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. label.continuations=8")
     lab.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    sv = sub.add_parser("serve", parents=[common],
+                        help="serve the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models) with "
+                        "test-time compute behind it")
+    sv.add_argument("recipe", nargs="?", default=None, help="recipe whose generator, verifier, sampling, strategy, "
+                    "budget and serve: section are the server's; none: the embedded model, best_of_n, 1024 tokens")
+    sv.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. serve.max_concurrent=32")
+    sv.add_argument("--host", default=None, help="address to bind (default serve.host, 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=None, help="port (default serve.port, 8000)")
+    sv.add_argument("--api-key", default=None, help="bearer token clients must send (default: $TTC_API_KEY); "
+                    "required to bind a non-loopback address")
+
     ml = sub.add_parser("mrt-label", parents=[common],
                         help="sample thinking traces, split them into episodes and write MRT's per-episode J, progress, "
                         "regret and advantage (resumable)")
@@ -374,6 +385,24 @@ def cmd_eval_verifier(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from ttc.core.config import parse_assignments
+    from ttc.serve.config import load_serve_config
+    from ttc.serve.server import resolve_api_key, serve
+
+    overrides = parse_assignments(args.overrides)
+    if args.host is not None:
+        overrides["serve.host"] = args.host
+    if args.port is not None:
+        overrides["serve.port"] = args.port
+    config = load_serve_config(args.recipe, overrides)
+    resolve_api_key(config, args.api_key)  # refuse an open non-loopback bind before the model loads
+    print(f"ttc serve: http://{config.serve.host}:{config.serve.port}/v1 (strategy {config.default_strategy.name}, "
+          f"budget {config.default_budget.to_dict()}); loading the model ...", file=args.terminal, flush=True)
+    serve(config, api_key=args.api_key)
+    return 0
+
+
 def cmd_check_code(args) -> int:
     from ttc.core.config import validate
     from workers.sandbox import CodeJob, Sandbox, SandboxConfig
@@ -423,7 +452,7 @@ def cmd_calibrate(args) -> int:
 
 
 COMMANDS = {"solve": "cmd_solve", "run": "cmd_run", "calibrate": "cmd_calibrate", "submit": "cmd_submit",
-            "jobs": "cmd_jobs", "label": "cmd_label", "mrt-label": "cmd_mrt_label", "train-verifier": "cmd_train_verifier",
+            "jobs": "cmd_jobs", "label": "cmd_label", "mrt-label": "cmd_mrt_label", "serve": "cmd_serve", "train-verifier": "cmd_train_verifier",
             "verifier-pipeline": "cmd_verifier_pipeline",
             "eval-verifier": "cmd_eval_verifier", "check-code": "cmd_check_code"}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, Coroutine, Sequence, TypeVar
+from typing import Any, Callable, Coroutine, Sequence, TypeVar
 
 from ttc.core.budget import Budget, Ledger
 from ttc.core.config import validate
@@ -167,9 +167,14 @@ class Engine:
         strat.check(budget, has_scorer)
         return strat, budget
 
+    def check(self, strategy: str, options: dict[str, Any], budget, verifier: str | None = None) -> None:
+        """Raise the ConfigError or BudgetError a solve with these settings would, without solving
+        (a server answers 400 before a request waits for a slot)."""
+        self._prepare(strategy, options, budget, verifier)
+
     async def _solve(self, problem: Problem, budget, strategy: str, options: dict[str, Any],
                      seed: int | None, verifier: str | None = None, shared: SharedBudget | None = None,
-                     shared_key: object = None) -> Solution:
+                     shared_key: object = None, on_event=None) -> Solution:
         strat, budget = self._prepare(strategy, options, budget, verifier)
         if self._problem_slots is None:
             self._problem_slots = asyncio.Semaphore(self.config.max_concurrent_problems)
@@ -192,6 +197,7 @@ class Engine:
             ctx = SearchContext(problem, await generator.arender_prompt(problem), generator, ledger, scorer,
                                 seed=self.config.seed if seed is None else seed)
             ctx.shared_budget, ctx.shared_key, ctx.slot = shared, shared_key, self._problem_slots
+            ctx.listener = on_event
             try:
                 outcome = await strat.run(ctx)
             except (ConfigError, BudgetError):
@@ -249,10 +255,11 @@ class Engine:
 
     async def asolve(self, prompt: str | Problem, budget: Budget | int | dict, strategy: str = DEFAULT_STRATEGY, *,
                      reference: str | None = None, seed: int | None = None, verifier: str | None = None,
-                     **options: Any) -> Solution:
-        """Solve one problem; `verifier` overrides the engine's scorer for this call."""
+                     on_event: Callable[[dict[str, Any]], None] | None = None, **options: Any) -> Solution:
+        """Solve one problem; `verifier` overrides the engine's scorer for this call. `on_event` is told of
+        each search event with the tokens spent so far (called on the engine's thread: keep it quick)."""
         problem = make_problem(prompt, reference, self.config.system_prompt)
-        fut = self._submit(self._solve(problem, budget, strategy, options, seed, verifier))
+        fut = self._submit(self._solve(problem, budget, strategy, options, seed, verifier, on_event=on_event))
         return await asyncio.wrap_future(fut)
 
     def solve(self, prompt: str | Problem, budget: Budget | int | dict, strategy: str = DEFAULT_STRATEGY, *,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ttc.core.budget import Ledger, Reservation
 from ttc.core.errors import BackendError
@@ -49,6 +49,9 @@ class SearchContext:
         self.shared_key: object = None
         #: The engine's slot this problem holds (at most max_concurrent_problems run at once), if any.
         self.slot: asyncio.Semaphore | None = None
+        #: Told of every recorded event with what the search has spent so far (a server streams it as
+        #: progress); it must be quick and must not raise.
+        self.listener: Callable[[dict[str, Any]], None] | None = None
 
     async def wait_without_slot(self, awaitable):
         """Await what needs other problems to make progress first (a shared budget's split) without
@@ -64,6 +67,10 @@ class SearchContext:
     # ---- tracing -------------------------------------------------------------------------------
     def record(self, event: str, **data: Any) -> None:
         self.trace.append({"event": event, **data})
+        if self.listener is not None:
+            usage = self.ledger.usage
+            self.listener({"event": event, "generated_tokens": usage.generated_tokens,
+                           "verifier_tokens": usage.verifier_tokens, "requests": usage.requests})
 
     # ---- generation ----------------------------------------------------------------------------
     def next_node_id(self) -> int:
