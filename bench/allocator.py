@@ -76,6 +76,8 @@ def live_curve(records: list[dict]) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-level", type=int, default=50)
+    parser.add_argument("--held-out-per-level", type=int, default=None,
+                        help="problems per level of the held-out set (default: --per-level)")
     parser.add_argument("--out", default="bench/out/allocator")
     parser.add_argument("--seeds", type=int, nargs=2, default=[0, 1], metavar=("CALIBRATION", "HELD_OUT"),
                         help="dataset seeds of the two sets (use others than a trained verifier's training problems)")
@@ -107,7 +109,8 @@ def main() -> None:
 
     out = Path(args.out)
     calib = parse_recipe(recipe_data(calibration_seed, args.per_level, out))
-    held = parse_recipe(recipe_data(held_out_seed, args.per_level, out))
+    held_per_level = args.held_out_per_level or args.per_level
+    held = parse_recipe(recipe_data(held_out_seed, held_per_level, out))
     engine = Engine(calib.engine_config()).start()
     t0 = time.perf_counter()
     report = calibrate(calib, probe_samples=4, name="bench_allocator", progress=False, engine=engine)
@@ -115,7 +118,7 @@ def main() -> None:
     run_recipe(probe_recipe(held, model.probe_samples), engine=engine, progress=False, make_plots=False)
     run_recipe(held, engine=engine, progress=False, make_plots=False)
     # auto run live on the held-out set: a check that its replay spends what fresh samples cost.
-    live_recipe = parse_recipe(live_data(report["allocator"][-1], args.per_level, out, held_out_seed))
+    live_recipe = parse_recipe(live_data(report["allocator"][-1], held_per_level, out, held_out_seed))
     run_recipe(live_recipe, engine=engine, progress=False, make_plots=False)
     engine.close()
     wall = time.perf_counter() - t0
