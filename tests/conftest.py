@@ -15,3 +15,13 @@ def real_engine():
     engine = Engine(backend="vllm", verifier="mean_logprob").start()
     yield engine
     engine.close()
+
+
+@pytest.fixture
+def answer_42_dataset(tmp_path):
+    """A JSONL dataset of three problems whose answer is 42 (the label commands need references)."""
+    import json
+
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"Q{i}?", "answer": "42"}) + "\n" for i in range(3)))
+    return data

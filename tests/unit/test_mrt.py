@@ -108,17 +108,25 @@ def test_grouped_and_spaced_boundaries():
     assert s.metrics["episodes"] == [6] and len(s.metrics["j"][0]) == 2  # before thinking and at its end only
 
 
-def test_thinking_delimiters_close_the_thinking_before_any_answer():
+def delimited(thinking: str, summary: str, continuation: str | None = None):
+    """A script of a model that thinks between <think> and </think>, then writes `summary`; forced to
+    answer, it says 42."""
     def script(prompt, rng):
         tail = prompt.rpartition("[assistant]\n")[2]
         if "Final Answer:" in tail:
             return " 42"
         if tail.endswith("</think>"):
-            return " Summing up, the answer is \\boxed{42}."
-        if tail.endswith("Wait"):
-            return ", t4 t5 t6</think>"
-        return "<think>t1 t2 t3\n\nWait, t4 t5 t6</think>"
+            return summary
+        if continuation is not None and tail.endswith("Wait"):
+            return continuation
+        return thinking
 
+    return script
+
+
+def test_thinking_delimiters_close_the_thinking_before_any_answer():
+    script = delimited("<think>t1 t2 t3\n\nWait, t4 t5 t6</think>", " Summing up, the answer is \\boxed{42}.",
+                       ", t4 t5 t6</think>")
     gen = FakeGenerator(script)
     thinking = {"think_start": "<think>", "think_end": "</think>", "answer_tokens": 4}
     s = Engine(backend="fake", generator=gen).solve(problem(), 2000, "mrt", episodes=EPISODES, thinking=thinking,
@@ -160,14 +168,7 @@ def test_no_marker_is_left_dangling_at_the_episode_limit():
 
 
 def test_a_final_answer_section_without_an_answer_gives_none_not_a_guess_from_the_thinking():
-    def script(prompt, rng):
-        tail = prompt.rpartition("[assistant]\n")[2]
-        if "Final Answer:" in tail:
-            return " 42"
-        if tail.endswith("</think>"):
-            return " Summing up the work above, the answer is \\boxed{42}."
-        return "<think>guess \\boxed{13} t2 t3</think>"
-
+    script = delimited("<think>guess \\boxed{13} t2 t3</think>", " Summing up the work above, the answer is \\boxed{42}.")
     thinking = {"think_end": "</think>", "answer_tokens": 4}
     s = engine(script).solve(problem(), 2000, "mrt", episodes=EPISODES, thinking=thinking)  # the summary is cut
     assert s.candidates[0].answer is None and s.answer == "42"  # the vote of the forced answers

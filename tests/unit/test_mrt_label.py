@@ -29,11 +29,9 @@ SCRIPT = thinking_script([{"7": 1.0}, {"7": 1.0}, {"42": 1.0}])
 
 
 @pytest.fixture
-def recipe_file(tmp_path):
-    data = tmp_path / "problems.jsonl"
-    data.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"Q{i}?", "answer": "42"}) + "\n" for i in range(3)))
+def recipe_file(tmp_path, answer_42_dataset):
     path = tmp_path / "recipe.yaml"
-    path.write_text(RECIPE.format(source=data, out=tmp_path / "out"))
+    path.write_text(RECIPE.format(source=answer_42_dataset, out=tmp_path / "out"))
     return path
 
 

@@ -103,9 +103,7 @@ def group(episodes: Sequence[str], size: int) -> list[str]:
 
 
 def episode_prefixes(episodes: Sequence[str]) -> list[str]:
-    """The thinking up to the end of each episode."""
-    out, text = [], ""
-    for e in episodes:
-        text += e
-        out.append(text)
-    return out
+    """The thinking up to the end of each episode (built as step prefixes are)."""
+    from ttc.core.success import step_prefixes
+
+    return step_prefixes(episodes)
