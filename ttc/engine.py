@@ -167,6 +167,11 @@ class Engine:
         strat.check(budget, has_scorer)
         return strat, budget
 
+    @property
+    def backend_dead(self) -> bool:
+        """Whether the generator this engine holds has died (a server reports itself unready)."""
+        return self._generator is not None and bool(self._generator.dead)
+
     def check(self, strategy: str, options: dict[str, Any], budget, verifier: str | None = None) -> None:
         """Raise the ConfigError or BudgetError a solve with these settings would, without solving
         (a server answers 400 before a request waits for a slot)."""

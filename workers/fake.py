@@ -231,6 +231,8 @@ class FakeGenerator(Generator):
                                    retryable=False)
         try:
             if failure is not None:
+                if self.dies and call >= (self.fail_on_call or 0):
+                    self.dead = True  # a dead engine says so, as real backends do
                 if self.fail_after_s:
                     await asyncio.sleep(self.fail_after_s)
                 raise failure

@@ -114,7 +114,9 @@ def test_auth_on_and_off():
 @pytest.mark.parametrize("extra, param", [
     ({"budget": 10_000_000}, "budget"),
     ({"budget": -3}, "budget"),
-    ({"strategy": "beam"}, None),
+    ({"strategy": "beam"}, "strategy"),
+    ({"verifier": "telepathy"}, "verifier"),
+    ({"verifier": "prm_vllm"}, "verifier"),  # a registered verifier this server does not serve (it loads a model)
     ({"n": 0}, "n"),
     ({"nonsense_option": 1}, "nonsense_option"),
     ({"selection": "telepathy"}, "selection"),
@@ -130,8 +132,9 @@ def test_bad_requests_are_400_naming_the_field(extra, param):
         assert error["type"] == "invalid_request_error" and (param is None or error["param"] == param), error
         if param:
             assert param in error["message"]
-        raw = httpx.post(f"{url}/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
-        assert raw.status_code == 400 and "not valid JSON" in raw.json()["error"]["message"]
+        for bad in (b"{not json", b"[" * 200_000):
+            raw = httpx.post(f"{url}/v1/chat/completions", content=bad, headers={"content-type": "application/json"})
+            assert raw.status_code == 400 and "not valid JSON" in raw.json()["error"]["message"]
         assert ask(c).choices  # the server lives on
 
 
@@ -149,6 +152,32 @@ def test_a_full_queue_answers_429_with_retry_after():
         assert 'ttc_tokens_total{kind="generated_tokens"}' in metrics and "ttc_queue_depth" in metrics
 
 
+def test_streamed_requests_count_against_the_queue_too():
+    with live(fake_engine(latency_s=1.0), **{"serve.max_concurrent": 1, "serve.queue_size": 0}) as url:
+        def streamed():
+            try:
+                return len(list(client(url).chat.completions.create(
+                    model="fake", messages=[{"role": "user", "content": "What is 6 x 7?"}], stream=True,
+                    extra_body={"budget": 128})))
+            except openai.RateLimitError:
+                return "429"
+
+        with ThreadPoolExecutor(6) as pool:
+            outcomes = list(pool.map(lambda _: streamed(), range(6)))
+    assert outcomes.count("429") == 5  # one search slot, no queue: the five others are turned away
+
+
+def test_an_openai_stop_string_and_a_search_that_finds_nothing_in_time():
+    with live(fake_engine(latency_s=0.5), **{"serve.request_timeout_s": 0.2}) as url:
+        with pytest.raises(openai.APIStatusError) as info:
+            ask(client(url))
+        assert info.value.status_code == 504  # no 200 without choices
+    with live() as url:
+        r = client(url).chat.completions.create(model="fake", stop="\n\n",
+                                                messages=[{"role": "user", "content": "What is 6 x 7?"}])
+        assert r.choices and "\n\n" in r.choices[0].message.content  # each sample ended at the stop string
+
+
 def test_concurrent_requests_keep_their_own_options():
     with live(fake_engine(latency_s=0.2)) as url:
         c = client(url)
@@ -157,6 +186,13 @@ def test_concurrent_requests_keep_their_own_options():
                        for k in (1, 2, 3, 5, 8, 2, 3, 1)]
             results = [f.result() for f in futures]
     assert [r.model_extra["ttc"]["candidates"] for r in results] == [1, 2, 3, 5, 8, 2, 3, 1]
+
+
+def test_a_refused_request_does_not_make_the_server_unready():
+    with live(fake_engine(fail_on_prompt="POISON")) as url:
+        with pytest.raises(openai.InternalServerError):
+            ask(client(url), text="POISON")
+        assert httpx.get(f"{url}/ready").status_code == 200 and ask(client(url)).choices
 
 
 def test_a_dead_backend_gives_503_and_unready():

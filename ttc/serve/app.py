@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
-from ttc.core.errors import BackendError, BudgetError, ConfigError, SolveError, TTCError
+from ttc.core.errors import BackendError, BudgetError, ConfigError, SolveError, TTCError, VerifierError
 from ttc.core.types import Solution, Trajectory
 from ttc.serve.config import ServeConfig
 from ttc.serve.metrics import ServerMetrics
@@ -37,7 +37,10 @@ CHUNK_CHARS = 64
 
 
 class Admission:
-    """At most `running` searches at once and `waiting` more in line; the rest are turned away."""
+    """At most `max_running` searches at once and `max_waiting` more in line; the rest are turned away.
+
+    `admit()` takes a place in line at once (so requests arriving together are counted together, streamed
+    or not); `slot()` turns that place into a running search, or gives it back if it never gets one."""
 
     def __init__(self, running: int, waiting: int):
         self.max_running, self.max_waiting = running, waiting
@@ -45,16 +48,17 @@ class Admission:
         self._slots: asyncio.Semaphore | None = None
 
     def admit(self) -> None:
-        """Raise a 429 now when there is neither a free slot nor room in the queue."""
+        """Take a place in line, or raise a 429 now when every slot and the whole queue are taken."""
         if self.running + self.waiting >= self.max_running + self.max_waiting:
             raise RequestError("the server is at capacity (every search slot busy and the queue full); retry later",
                                status=429, kind="rate_limit_error")
+        self.waiting += 1
 
     @asynccontextmanager
     async def slot(self, timeout: float):
+        """For an admitted request: wait for a slot within `timeout`, run, and free it."""
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.max_running)
-        self.waiting += 1
         try:
             await asyncio.wait_for(self._slots.acquire(), timeout)
         except asyncio.TimeoutError:
@@ -103,14 +107,20 @@ def create_app(engine, config: ServeConfig, *, api_key: str | None = None) -> Fa
         headers = {"Retry-After": str(s.retry_after_s)} if exc.status == 429 else None
         return JSONResponse(error_body(exc.message, exc.param, exc.kind), status_code=exc.status, headers=headers)
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        metrics.errors.labels("server_error").inc()
+        return JSONResponse(error_body(f"internal error: {type(exc).__name__}", kind="server_error"), status_code=500)
+
     @app.get("/health")
     async def health():
         return {"status": "ok"}
 
     @app.get("/ready")
     async def ready():
-        if state["dead"]:
-            return JSONResponse({"status": "unavailable", "reason": state["dead"]}, status_code=503)
+        if engine.backend_dead:  # a refused request does not make the server unready; a dead backend does
+            return JSONResponse({"status": "unavailable", "reason": state["dead"] or "the model backend is dead"},
+                                status_code=503)
         return {"status": "ready", "in_flight": admission.running, "queued": admission.waiting}
 
     @app.get("/metrics")
@@ -127,8 +137,8 @@ def create_app(engine, config: ServeConfig, *, api_key: str | None = None) -> Fa
         raw = await request.body()
         try:
             return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestError(f"the request body is not valid JSON: {exc}") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise RequestError(f"the request body is not valid JSON: {str(exc)[:200]}") from None
 
     async def search(req: SearchRequest, arrived: float, on_event=None) -> tuple[Solution, float]:
         """Wait for a slot, then solve within the request's deadline; errors become RequestErrors."""
@@ -148,10 +158,12 @@ def create_app(engine, config: ServeConfig, *, api_key: str | None = None) -> Fa
             except (ConfigError, BudgetError) as exc:
                 raise RequestError(str(exc), _param(exc)) from None
             except SolveError as exc:
-                if isinstance(exc.__cause__, BackendError):  # unready until a search succeeds again
+                if isinstance(exc.__cause__, BackendError):
                     state["dead"] = str(exc)[:300]
                     raise RequestError(f"the model backend failed: {exc}", status=503, kind="service_unavailable") \
                         from None
+                if isinstance(exc.__cause__, VerifierError):  # e.g. a verifier that cannot judge this prompt
+                    raise RequestError(f"verifier: {exc}", "verifier") from None
                 raise RequestError(f"the search failed: {exc}", status=500, kind="server_error") from None
             except BackendError as exc:
                 state["dead"] = str(exc)[:300]
@@ -159,11 +171,25 @@ def create_app(engine, config: ServeConfig, *, api_key: str | None = None) -> Fa
                                    kind="service_unavailable") from None
             except TTCError as exc:
                 raise RequestError(str(exc), status=500, kind="server_error") from None
-            state["dead"] = None
+            if not solution.candidates:  # nothing finished in time: not a 200 without choices
+                raise RequestError("no candidate finished within the request's deadline (request_timeout_s="
+                                   f"{s.request_timeout_s}) or budget", status=504, kind="timeout")
             return solution, started - arrived
 
     def check(req: SearchRequest) -> None:
         """Options, strategy and verifier checked before the request takes a slot: a 400 at once."""
+        from ttc.core.registry import STRATEGIES, VERIFIERS
+
+        for registry, name, param in ((STRATEGIES, req.strategy, "strategy"), (VERIFIERS, req.verifier, "verifier")):
+            if name is not None:
+                try:
+                    registry.get(name)
+                except ConfigError as exc:
+                    raise RequestError(str(exc), param) from None
+        allowed = config.allowed_verifiers()
+        if req.verifier is not None and req.verifier not in allowed:
+            raise RequestError(f"verifier={req.verifier!r} is not served here (serve.verifiers: {sorted(allowed)})",
+                               "verifier")
         try:
             engine.check(req.strategy, req.options, req.budget, req.verifier)
         except (ConfigError, BudgetError) as exc:
@@ -199,8 +225,11 @@ def create_app(engine, config: ServeConfig, *, api_key: str | None = None) -> Fa
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
 
-        def on_event(event: dict) -> None:  # on the engine's thread
-            loop.call_soon_threadsafe(events.put_nowait, event)
+        def on_event(event: dict) -> None:  # on the engine's thread; must not raise
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:  # the server's loop is closing: no one is listening any more
+                pass
 
         task = asyncio.create_task(search(req, arrived, on_event))
         last: dict = {}
@@ -315,9 +344,9 @@ def response_body(req: SearchRequest, solution: Solution, chat: bool, queued_s: 
         else:
             choices.append({"index": i, "text": t.text, "finish_reason": finish, "logprobs": None})
     usage = {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.generated_tokens,
-             "total_tokens": u.prompt_tokens + u.generated_tokens + u.verifier_tokens,
+             "total_tokens": u.prompt_tokens + u.generated_tokens + u.verifier_tokens + u.lost_tokens,
              "prompt_tokens_details": {"cached_tokens": u.cached_prompt_tokens},
-             "verifier_tokens": u.verifier_tokens}
+             "verifier_tokens": u.verifier_tokens, "lost_tokens": u.lost_tokens}
     ttc = {"strategy": solution.strategy, "answer": solution.answer, "candidates": len(solution.candidates),
            "votes": solution.metrics.get("votes"), "budget": req.budget.to_dict(),
            "metrics": {k: v for k, v in solution.metrics.items() if k != "votes"},

@@ -40,6 +40,8 @@ class ServeOptions(StrictModel):
                                      "(then 504).")
     max_budget: int = Field(1 << 16, ge=1, description="Most generated tokens one request may ask for.")
     max_n: int = Field(16, ge=1, le=1024, description="Most choices (OpenAI's n) one request may ask for.")
+    verifiers: list[str] | None = Field(None, description="Verifiers a request may name; None: the recipe's own and "
+                                       "those that load no model (mean_logprob, self_eval).")
     progress_interval_s: float = Field(1.0, gt=0, le=60, description="Seconds between progress chunks of a stream.")
     shutdown_timeout_s: float = Field(30.0, ge=0, le=3600, description="On SIGTERM: how long in-flight requests may "
                                       "take to finish before the server stops anyway.")
@@ -67,6 +69,11 @@ class ServeConfig(EngineOptions):
 
     def default_options(self) -> dict[str, Any]:
         return {**self.sampling, **self.default_strategy.options}
+
+    def allowed_verifiers(self) -> set[str]:
+        if self.serve.verifiers is not None:
+            return set(self.serve.verifiers)
+        return {"mean_logprob", "self_eval", *([self.verifier.name] if self.verifier else [])}
 
     def engine_config(self) -> EngineConfig:
         shared = {name: getattr(self, name) for name in EngineOptions.model_fields}

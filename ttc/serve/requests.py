@@ -70,7 +70,7 @@ def parse(body: Any, config: ServeConfig, *, chat: bool) -> SearchRequest:
                     continue
                 raise RequestError(f"{key}={value!r} is not supported by this server", key)
         elif key in SAMPLING and value is not None:
-            strategy_options[SAMPLING[key]] = value
+            strategy_options[SAMPLING[key]] = [value] if key == "stop" and isinstance(value, str) else value
         elif key == "strategy_options":  # the way to give an option whose name OpenAI uses (the strategy's n)
             if not isinstance(value, dict):
                 raise RequestError(f"strategy_options must be an object of the strategy's options, got {value!r}",
@@ -98,7 +98,10 @@ def parse(body: Any, config: ServeConfig, *, chat: bool) -> SearchRequest:
     if options is not None:
         if not isinstance(options, dict) or set(options) - {"include_usage", "include_obfuscation"}:
             raise RequestError(f"stream_options must be an object with include_usage, got {options!r}", "stream_options")
-        include_usage = bool(options.get("include_usage"))
+        include_usage = options.get("include_usage", False)
+        if not isinstance(include_usage, bool):
+            raise RequestError(f"stream_options.include_usage must be a boolean, got {include_usage!r}",
+                               "stream_options.include_usage")
     budget = _budget(body.get("budget"), config)
     strategy = body.get("strategy")
     default = config.default_strategy
