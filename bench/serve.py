@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--budget", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--engine-slots", type=int, default=None,
+                        help="the engine's max_concurrent_problems (default 64); = --clients keeps the direct side "
+                        "at as many problems in flight as the server's clients")
     args = parser.parse_args()
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     from ttc.engine import Engine
@@ -78,7 +81,7 @@ def main() -> None:
     from ttc.serve.server import build_server
 
     questions = prompts(args.requests)
-    engine = Engine(backend="vllm").start()
+    engine = Engine(backend="vllm", **({"max_concurrent_problems": args.engine_slots} if args.engine_slots else {})).start()
     config = load_serve_config(None, {"serve.port": 0, "serve.max_concurrent": args.clients,
                                       "serve.max_budget": args.budget})
     server, _ = build_server(config, engine=engine, log_level="warning")
@@ -107,6 +110,7 @@ def main() -> None:
     lat = sorted(latencies)
     p = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 3) if lat else None)
     summary = {"bench": "serve", "requests": args.requests, "clients": args.clients, "budget": args.budget,
+               "engine_slots": args.engine_slots or 64,
                "rounds": args.rounds, "direct_wall_s": [round(x, 2) for x in direct],
                "server_wall_s": [round(x, 2) for x in served],
                "requests_per_s": round(args.requests / statistics.median(served), 2),
