@@ -15,7 +15,7 @@ from typing import Sequence
 from pydantic import Field, field_validator, model_validator
 
 from ttc.core.answers import answers_match, extract_answer, states_answer
-from ttc.core.config import SamplingOptions
+from ttc.core.config import SamplingOptions, nonblank_items
 from ttc.core.context import SearchContext
 from ttc.core.errors import ConfigError
 from ttc.core.episodes import ThinkingFormat
@@ -44,10 +44,7 @@ class ForcingOptions(ThinkingFormat):
     @field_validator("continuation_words")
     @classmethod
     def _words(cls, words: list[str]) -> list[str]:
-        empty = [i for i, w in enumerate(words) if not w.strip()]
-        if empty:
-            raise ValueError(f"continuation_words[{empty[0]}] is empty; every continuation word must be some text")
-        return words
+        return nonblank_items(words, "continuation_words", "continuation word")
 
     def next_word(self, extensions: int) -> str:
         """The word a sample's next extension appends: s1's "Wait" first, then the others in rotation."""

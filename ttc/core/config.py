@@ -18,6 +18,14 @@ from ttc.core.types import SamplingParams
 M = TypeVar("M", bound=BaseModel)
 
 
+def nonblank_items(values: list[str], field: str, noun: str) -> list[str]:
+    """A validator's check that no item of a list of texts is blank; the ValueError names the first."""
+    blank = [i for i, v in enumerate(values) if not v.strip()]
+    if blank:
+        raise ValueError(f"{field}[{blank[0]}] is empty; every {noun} must be some text")
+    return values
+
+
 class StrictModel(BaseModel):
     """Base for every config: unknown keys are errors, assignments are validated."""
 

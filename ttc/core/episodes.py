@@ -17,7 +17,7 @@ from typing import Sequence
 
 from pydantic import Field, field_validator
 
-from ttc.core.config import StrictModel
+from ttc.core.config import StrictModel, nonblank_items
 
 #: Where models change course: the default episode markers (MRT's list, plus "Hmm" from s1).
 MARKERS = ("Wait", "But wait", "Alternatively", "But hold on", "But let me double-check",
@@ -46,10 +46,7 @@ class EpisodeOptions(StrictModel):
     @field_validator("markers")
     @classmethod
     def _non_empty(cls, markers: list[str]) -> list[str]:
-        empty = [i for i, m in enumerate(markers) if not m.strip()]
-        if empty:
-            raise ValueError(f"markers[{empty[0]}] is empty; every marker must be some text")
-        return markers
+        return nonblank_items(markers, "markers", "marker")
 
 
 def thinking_part(text: str, options: ThinkingFormat) -> tuple[str, str]:
