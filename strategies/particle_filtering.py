@@ -127,7 +127,9 @@ class ParticleFiltering(StepSearch):
         steps = list(reference.steps[:step])
         # Token count of a cut prefix is not recorded per step: estimate it by its share of the text.
         share = len("".join(steps)) / max(1, len(reference.text))
-        t = Trajectory(steps=steps, num_tokens=round(reference.num_tokens * share), finish_reason="stop",
+        tokens = round(reference.num_tokens * share)
+        logprobs = reference.token_logprobs[:tokens] if reference.token_logprobs is not None else None
+        t = Trajectory(steps=steps, num_tokens=tokens, finish_reason="stop", token_logprobs=logprobs,
                        finished=False, node_id=ctx.next_node_id(),
                        parent_id=previous.node_id if previous is not None else None)
         return ctx.keep(t)

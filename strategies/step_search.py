@@ -154,11 +154,12 @@ class StepSearch(SampledStrategy):
         """Grow and prune trajectories of width `n`: (the finished ones, the live ones when it stopped, figures)."""
 
     # ---- expansion --------------------------------------------------------------------------------
-    def step_params(self, parent: Trajectory | None, n: int, *, greedy: bool = False) -> SamplingParams:
+    def step_params(self, parent: Trajectory | None, n: int, *, greedy: bool = False,
+                    logprobs: int | None = None) -> SamplingParams:
         c = self.config
         used = parent.num_tokens if parent else 0
         return c.params(n, max_tokens=max(1, min(c.max_step_tokens, c.max_tokens - used)), stop=(c.step_separator,),
-                        greedy=greedy)
+                        greedy=greedy, logprobs=logprobs)
 
     async def extend(self, ctx: SearchContext, parents: Sequence[Trajectory | None], counts: Sequence[int],
                      *, greedy: bool = False) -> list[list[Trajectory]]:
@@ -167,10 +168,13 @@ class StepSearch(SampledStrategy):
         A parent that is finished, or that the budget cannot pay for, gets no children.
         """
         live = [i for i, (p, k) in enumerate(zip(parents, counts)) if k > 0 and (p is None or not p.finished)]
+        # A scorer that reads token logprobs (mean_logprob) gets them for every step, parents' included.
+        logprobs = 0 if ctx.scorer is not None and ctx.scorer.needs_logprobs else None
         requests = []
         for i in live:
             requests.append(GenerationRequest(ctx.prompt + (parents[i].text if parents[i] else ""),
-                                              self.step_params(parents[i], counts[i], greedy=greedy)))
+                                              self.step_params(parents[i], counts[i], greedy=greedy,
+                                                               logprobs=logprobs)))
         results = await ctx.generate(requests, keep=False) if requests else []
         children: list[list[Trajectory]] = [[] for _ in parents]
         for i, result in zip(live, results):
@@ -201,7 +205,11 @@ class StepSearch(SampledStrategy):
             finished, reason = True, "max_steps"
         else:
             finished, reason = False, completion.finish_reason
-        t = Trajectory(steps=steps, num_tokens=tokens, finish_reason=reason, finished=finished,
+        logprobs = None
+        if completion.token_logprobs is not None:
+            logprobs = list(parent.token_logprobs or []) + list(completion.token_logprobs) if parent else \
+                list(completion.token_logprobs)
+        t = Trajectory(steps=steps, num_tokens=tokens, finish_reason=reason, finished=finished, token_logprobs=logprobs,
                        node_id=ctx.next_node_id(), parent_id=parent.node_id if parent else None)
         return ctx.keep(t)
 
@@ -219,7 +227,8 @@ class StepSearch(SampledStrategy):
                     kept: set[int], **extra) -> None:
         ctx.record("step", step=step, **extra, nodes=[
             {"id": t.node_id, "parent": t.parent_id, "score": round(s, 6), "finished": t.finished,
-             "kept": t.node_id in kept, "answer": t.answer if t.finished else None}
+             "kept": t.node_id in kept, "answer": t.answer if t.finished else None,
+             "text": t.steps[-1] if t.steps else ""}  # the step this node added (a report shows it)
             for t, s in zip(nodes, scores)])
 
     @staticmethod

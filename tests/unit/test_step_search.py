@@ -344,3 +344,17 @@ def test_a_budget_sized_search_keeps_searching_while_the_budget_pays(strategy):
     assert sol.metrics["budget_used"] >= 0.8
     fixed, _, _ = run(strategy, budget=budget, steps=3)
     assert fixed.metrics["searches"] == 1
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_a_logprob_scorer_gets_every_steps_logprobs(strategy):
+    """mean_logprob reads token logprobs: a step search asks for them at every step and carries the
+    parents' along, so each node's logprobs cover all its tokens (particle Gibbs' reference prefixes too)."""
+    from verifiers.logprob import MeanLogprobScorer
+
+    options = {"gibbs_iterations": 1} if strategy == "particle_filtering" else {}
+    sol, gen, _ = run(strategy, scorer=MeanLogprobScorer(), **options)
+    assert sol.answer is not None
+    assert all(request.params.logprobs == 0 for call in gen.calls for request in call)
+    for t in sol.candidates:
+        assert t.token_logprobs is not None and len(t.token_logprobs) == t.num_tokens
