@@ -13,7 +13,7 @@ BUDGET ?= 2048
 STRATEGY ?= best_of_n
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-unit test-integration bench clean
+.PHONY: setup run solve test test-unit test-integration bench clean
 
 # Stamp keyed on the project's metadata: editing pyproject.toml re-runs the install.
 $(VENV)/.ttc-installed: pyproject.toml ttc/bootstrap.py
@@ -26,10 +26,18 @@ ifneq (,$(findstring cpu,$(EXTRAS)))
 	@$(PY) -m ttc.default_model >/dev/null
 endif
 
+# The first run: the quickstart recipe (one sample against best-of-N and a beam search at three budgets on
+# ten problems), its accuracy-against-tokens table and report.html. A rerun finds it done and reprints it.
 run: setup
+	@$(VENV)/bin/ttc run recipes/quickstart.yaml
+
+# One prompt: make solve PROMPT="What is 7 + 5?" BUDGET=4096 STRATEGY=repeated_sampling
+solve: setup
 	@$(VENV)/bin/ttc solve "$(PROMPT)" --budget $(BUDGET) --strategy $(STRATEGY)
 
+# The report's browser tests need Chromium: installed from Debian here when missing (as root).
 test: setup
+	@$(PY) -m ttc.report.browser --ensure
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup

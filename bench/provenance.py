@@ -1,24 +1,5 @@
-"""What every benchmark's JSON line says about where its figures come from: commit, machine, date."""
-from __future__ import annotations
+"""What every benchmark's JSON line says about where its figures come from (the same fields a run folder's
+provenance.json keeps): see `ttc.provenance`."""
+from ttc.provenance import provenance
 
-import os
-import platform
-import subprocess
-import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def provenance() -> dict[str, str | bool]:
-    """The commit the figures ran on (and whether the tree had uncommitted changes), the machine, the date."""
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {"commit": git("rev-parse", "--short", "HEAD") or "unknown",
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-            "machine": f"{platform.machine()} {os.cpu_count()} cpus",
-            "date": time.strftime("%Y-%m-%d", time.gmtime())}
+__all__ = ["provenance"]

@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None, help="seed of the strategy's randomness")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.add_argument("--trace", metavar="PATH", help="write the search trace (tree, scores, kept nodes) as JSON")
+    s.add_argument("--report", metavar="PATH", help="write an HTML page of the solve: candidates, votes, search tree")
 
     r = sub.add_parser("run", parents=[common], help="run a YAML recipe over a dataset (resumes where it stopped)")
     r.add_argument("recipe", help="path of the recipe file")
@@ -96,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true",
                    help="validate and run on the fake backend with 3 problems, into a temporary folder")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    rp = sub.add_parser("report", parents=[common],
+                        help="write a run's HTML report (compute curves, problems table, each problem's search tree)")
+    rp.add_argument("run_dir", help="output folder of a `ttc run`")
+    rp.add_argument("--out", default=None, help="where to write it (default: RUN_DIR/report.html)")
+    rp.add_argument("--max-details", type=int, default=None,
+                    help="problems whose detail the page carries at most (default 400; sampled over configurations)")
 
     c = sub.add_parser("calibrate", parents=[common], help="run a strategy x budget grid, fit an allocator for strategy=auto")
     c.add_argument("recipe", help="recipe whose strategies x budgets form the grid, on a calibration dataset")
@@ -260,6 +268,14 @@ def cmd_solve(args) -> int:
         with open(args.trace, "w") as fh:
             json.dump({**solution.to_dict(), "prompt": solution.problem.prompt, "trace": solution.trace}, fh,
                       indent=1, default=str)
+    if args.report:
+        from ttc.evaluation.results import solution_record
+        from ttc.report import write_problem_report
+
+        record = solution_record(solution, config=f"{solution.strategy}@{args.budget}", strategy=solution.strategy,
+                                 budget={"generated_tokens": args.budget}, seed=args.seed, settings="",
+                                 problem=solution.problem)
+        print(f"report: {write_problem_report(record, args.report).resolve()}", file=args.terminal)
     if args.json:
         print(json.dumps(solution.to_dict(with_candidates=False)))
     else:
@@ -295,14 +311,30 @@ def cmd_run(args) -> int:
         overrides.update(dry_run_overrides(recipe, tempfile.mkdtemp(prefix="ttc-dry-run-")))
     recipe = load_recipe(args.recipe, overrides)
     summary = run_recipe(recipe, progress=False if args.no_progress else args.terminal)
+    from ttc.evaluation.report import terminal_table
+
     out = recipe.output_dir()
     print(f"results: {out / 'results.jsonl'}")
-    for row in summary["table"]:
-        acc = "n/a" if row["accuracy"] is None else f"{row['accuracy']:.1%}"
-        tokens = row["mean_generated_tokens"] or 0
-        print(f"  {row['config']:<48} problems={row['problems']:<5} accuracy={acc:<7} tokens/problem={tokens:.0f}")
+    for line in terminal_table(summary["table"]):
+        print(line)
     if summary.get("plots"):
         print(f"plots: {', '.join(str(out / p) for p in summary['plots'])}")
+    if summary.get("report"):
+        print(f"report: {summary['report']}  (open it in a browser: curves, every problem, each search tree)")
+    if recipe.generator.model is None and recipe.generator.backend == "vllm":
+        print("note: the default model is SmolLM2-135M-Instruct, a 135M-parameter toy chosen to run anywhere "
+              "(2 CPU cores); its accuracy says how the strategies compare, not what a real model reaches. "
+              "Set generator.model to use your own.")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ttc.report import write_run_report
+
+    if args.max_details is not None and args.max_details < 0:
+        raise ConfigError(f"--max-details must be 0 or more, got {args.max_details}")
+    options = {} if args.max_details is None else {"max_details": args.max_details}
+    print(f"report: {write_run_report(args.run_dir, args.out, **options).resolve()}")
     return 0
 
 
@@ -451,7 +483,7 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
-COMMANDS = {"solve": "cmd_solve", "run": "cmd_run", "calibrate": "cmd_calibrate", "submit": "cmd_submit",
+COMMANDS = {"solve": "cmd_solve", "run": "cmd_run", "report": "cmd_report", "calibrate": "cmd_calibrate", "submit": "cmd_submit",
             "jobs": "cmd_jobs", "label": "cmd_label", "mrt-label": "cmd_mrt_label", "serve": "cmd_serve", "train-verifier": "cmd_train_verifier",
             "verifier-pipeline": "cmd_verifier_pipeline",
             "eval-verifier": "cmd_eval_verifier", "check-code": "cmd_check_code"}

@@ -48,6 +48,7 @@ __all__ = [
     "PowerLawFit",
     "Sample",
     "accuracy",
+    "accuracy_interval",
     "best_of_at_k",
     "coverage_at_k",
     "fit_power_law_coverage",
@@ -90,6 +91,19 @@ def accuracy(correct: Sequence[bool]) -> float:
     if flags.size == 0:
         raise ValueError("accuracy() of an empty sequence is undefined")
     return float(flags.mean())
+
+
+def accuracy_interval(correct: Sequence[bool], *, level: float = 0.9, rounds: int = 1000, seed: int = 0
+                      ) -> tuple[float, float]:
+    """Percentile bootstrap interval of the accuracy, resampling problems (seeded: the same data gives
+    the same band). Raises ValueError on an empty sequence, as `accuracy` does."""
+    flags = np.asarray(correct, dtype=float).ravel()
+    if flags.size == 0:
+        raise ValueError("accuracy_interval() of an empty sequence is undefined")
+    rng = np.random.default_rng(seed)
+    means = flags[rng.integers(0, flags.size, size=(rounds, flags.size))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(low), float(high)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

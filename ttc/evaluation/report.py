@@ -66,7 +66,8 @@ def summarize(configs: Sequence[Any], records: list[dict[str, Any]]) -> dict[str
         entry = {
             "strategy": c.strategy_label, "budget": c.budget.to_dict(), "seed": c.seed, "problems": len(rs),
             "accuracy": M.accuracy(judged) if judged else None,
-            **M.usage_per_problem([r["usage"] for r in rs]),
+            # A configuration whose every problem failed (errors.jsonl) has no usage yet: none, not a crash.
+            **(M.usage_per_problem([r["usage"] for r in rs]) if rs else {"mean_generated_tokens": None}),
             "budget_used": sum(used) / len(used) if used else None,  # mean share of the token budget spent
         }
         # Scaling curves come from the largest budget of each strategy: one large-N run gives every k.
@@ -80,6 +81,36 @@ def summarize(configs: Sequence[Any], records: list[dict[str, Any]]) -> dict[str
             "mean_generated_tokens": entry.get("mean_generated_tokens"), "budget_used": entry["budget_used"],
         })
     return summary
+
+
+def terminal_table(table: Sequence[dict[str, Any]]) -> list[str]:
+    """The run's accuracy against tokens as lines for a terminal: one row per strategy, one column per
+    budget, each cell "accuracy @ mean generated tokens" (a configuration per line when budgets carry
+    caps other than generated tokens, or seeds repeat)."""
+    plain = all(list(r["budget"]) == ["generated_tokens"] for r in table)
+    if not table or not plain or len({(r["strategy"], r["budget"]["generated_tokens"]) for r in table}) < len(table):
+        lines = []
+        for r in table:
+            acc = "n/a" if r["accuracy"] is None else f"{r['accuracy']:.1%}"
+            lines.append(f"  {r['config']:<48} problems={r['problems']:<5} accuracy={acc:<7} "
+                         f"tokens/problem={r['mean_generated_tokens'] or 0:.0f}")
+        return lines
+    budgets = sorted({r["budget"]["generated_tokens"] for r in table})
+    strategies = list(dict.fromkeys(r["strategy"] for r in table))
+    cells = {(r["strategy"], r["budget"]["generated_tokens"]): r for r in table}
+    width = max(len(s) for s in strategies) + 2
+    problems = max(r["problems"] for r in table)
+    lines = [f"  accuracy @ generated tokens per problem (mean), {problems} problems; columns: budget in tokens",
+             "  " + "".ljust(width) + "".join(f"{b:>16}" for b in budgets)]
+    for s in strategies:
+        row = "  " + s.ljust(width)
+        for b in budgets:
+            r = cells.get((s, b))
+            text = "—" if r is None or r["accuracy"] is None else \
+                f"{r['accuracy']:.0%} @ {r['mean_generated_tokens'] or 0:.0f}"
+            row += f"{text:>16}"
+        lines.append(row)
+    return lines
 
 
 def accuracy_vs_tokens_plot(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], path: Path, *,

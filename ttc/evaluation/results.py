@@ -41,8 +41,9 @@ class ResultsLog:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def load(self) -> list[dict[str, Any]]:
-        """Every complete record; a torn trailing line is cut off the file."""
+    def load(self, *, repair: bool = True) -> list[dict[str, Any]]:
+        """Every complete record; a torn trailing line is cut off the file (unless `repair` is False: a
+        reader such as the report must not change a folder that a run may still be writing)."""
         if not self.path.exists():
             return []
         records, good_bytes = [], 0
@@ -55,7 +56,7 @@ class ResultsLog:
                 except ValueError:
                     break  # everything after a torn line is suspect; those problems rerun
                 good_bytes += len(raw)
-        if good_bytes < self.path.stat().st_size:
+        if repair and good_bytes < self.path.stat().st_size:
             with open(self.path, "r+b") as fh:
                 fh.truncate(good_bytes)
         return records
@@ -82,15 +83,18 @@ def solution_record(solution: Solution, *, config: str, strategy: str, budget: d
     fingerprint (see `runner.settings_of`), and `fingerprint` adds the dataset problem's own."""
     p = solution.problem
     return {
-        "config": config, "strategy": strategy, "budget": budget, "seed": seed,
+        "config": config, "strategy": strategy, "strategy_name": solution.strategy, "budget": budget, "seed": seed,
         "settings": settings, "fingerprint": record_fingerprint(settings, problem),
-        "id": p.id, "reference": p.reference, "answer": solution.answer, "correct": solution.correct,
-        "usage": solution.usage.to_dict(),
+        "id": p.id, "prompt": p.prompt, "reference": p.reference, "answer": solution.answer,
+        "correct": solution.correct, "usage": solution.usage.to_dict(),
+        # The candidates' texts and the search trace are what the run report draws a problem's detail from.
         "candidates": [
             {"answer": c.answer, "correct": c.correct, "num_tokens": c.num_tokens,
-             "finish_reason": c.finish_reason, "score": c.step_scores[-1] if c.step_scores else None}
+             "finish_reason": c.finish_reason, "score": c.step_scores[-1] if c.step_scores else None,
+             "text": c.text, "node_id": c.node_id, "chosen": c is solution.best}
             for c in solution.candidates
         ],
         "metrics": solution.metrics,
+        "trace": solution.trace,
         "metadata": p.metadata,
     }

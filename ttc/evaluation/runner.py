@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,7 @@ async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, prog
     out = recipe.output_dir()
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
+    record_provenance(out / "provenance.json")
     problems = load_problems(recipe.dataset, base_dir=base_dir or recipe._base_dir)
     ids = [p.id for p in problems]
     if len(set(ids)) != len(ids):
@@ -157,7 +159,30 @@ async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, prog
             await asyncio.to_thread(write_cluster_stats, engine, out / "cluster.json")
         if own_engine:
             await asyncio.to_thread(engine.close)
-    return write_report(out, configs, resumable(log.load(), configs, problems, out), make_plots=make_plots)
+    summary = write_report(out, configs, resumable(log.load(), configs, problems, out), make_plots=make_plots)
+    if make_plots:
+        summary["report"] = write_html_report(out)
+    return summary
+
+
+def record_provenance(path: Path) -> None:
+    """One entry per start of the run (code version, commit, machine, date): a resumed run may finish on
+    other code than it began with, and its report says so."""
+    from ttc.provenance import provenance
+
+    entries = json.loads(path.read_text()) if path.is_file() else []
+    path.write_text(json.dumps([*entries, provenance()], indent=2))
+
+
+def write_html_report(out: Path) -> str | None:
+    """report.html beside the results; a report that fails is said, never allowed to fail the run."""
+    from ttc.report import write_run_report
+
+    try:
+        return str(write_run_report(out, out / "report.html"))
+    except Exception as exc:  # noqa: BLE001 - the results are safe on disk; `ttc report` can retry
+        print(f"[ttc] report.html not written: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return None
 
 
 def write_cluster_stats(engine: Engine, path: Path) -> None:

@@ -1,0 +1,44 @@
+"""Fill the page template with a run's (or one problem's) data and write one self-contained file."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ttc.report.charts import overview_charts
+from ttc.report.data import MAX_DETAILS, run_data, solve_data
+
+
+def page_json(data: dict[str, Any]) -> str:
+    """The data as JSON safe inside a <script> element: no "</" can close it early, and no "<!--"
+    can open a comment (the page's own strings reach the browser unchanged)."""
+    text = json.dumps(data, default=str, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def render(data: dict[str, Any], charts: dict[str, str]) -> str:
+    import jinja2
+    from markupsafe import Markup
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("ttc.report", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
+    template = env.get_template("report.html.j2")
+    return template.render(data=data, data_json=Markup(page_json(data)),
+                           charts={name: Markup(svg) for name, svg in charts.items()})
+
+
+def write_run_report(run_dir: str | Path, out: str | Path | None = None, *, max_details: int = MAX_DETAILS) -> Path:
+    """report.html for the run in `run_dir` (by default inside it); returns its path."""
+    data = run_data(run_dir, max_details=max_details)
+    path = Path(out) if out is not None else Path(run_dir) / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(data, overview_charts(data)), encoding="utf-8")
+    return path
+
+
+def write_problem_report(record: dict[str, Any], out: str | Path) -> Path:
+    """The detail page of one solved problem (`ttc solve --report`), from its results-style record."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(solve_data(record), {}), encoding="utf-8")
+    return path
