@@ -79,7 +79,9 @@ def test_node_statuses_from_a_trace():
     assert status == {1: "resampled", 2: "kept", 3: "pruned", 4: "finished"}
     assert tree["chosen_path"] == [1, 4] and tree["steps"] == 2
     detail = problem_detail({"id": "x", "trace": trace, "candidates": []})
-    assert [e["event"] for e in detail["events"]] == ["gibbs_reference"]  # other events listed generically
+    # Every event in order, read generically; a step lists its own fields and how many nodes it scored.
+    assert [e["event"] for e in detail["events"]] == ["step", "gibbs_reference", "step"]
+    assert json.loads(detail["events"][0]["fields"]) == {"step": 1, "resampled": [1, 1, 2], "nodes": 3}
     assert search_tree([{"event": "sampled", "samples": 4}], None) is None  # best-of-N: no tree
 
 
@@ -90,6 +92,84 @@ def test_long_texts_are_clipped_and_say_so():
     assert "[7 more characters not shown]" in detail["candidates"][0]["text"]
 
 
+def test_nan_scores_and_old_records_still_make_a_page(run, tmp_path):
+    """Scores may be NaN or infinite (a replayed scorer, an empty step); results written before the
+    records carried texts and traces have none: the page is written all the same."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    lines = [json.loads(line) for line in (copy / "results.jsonl").read_text().splitlines()]
+    lines[0]["candidates"][0]["score"] = float("nan")
+    for event in lines[-1]["trace"]:
+        for node in event.get("nodes", []):
+            node["score"] = float("-inf")
+    for key in ("prompt", "trace", "strategy_name"):
+        lines[1].pop(key, None)
+    for c in lines[1]["candidates"]:
+        c.pop("text", None)
+    (copy / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    html = write_run_report(copy, tmp_path / "r.html").read_text()
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', html, re.S).group(1))
+    first = next(d for d in data["details"] if d["id"] == lines[0]["id"] and d["config"] == lines[0]["config"])
+    assert first["candidates"][0]["score"] is None
+
+
+def test_results_of_configurations_the_recipe_no_longer_runs_are_left_out(run, tmp_path):
+    """As `ttc run` reports: an older recipe's lines in the same folder are not mixed into this one's."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    old = json.loads((copy / "results.jsonl").read_text().splitlines()[0])
+    stale = [{**old, "config": "majority@2048"}, {**old, "settings": "0" * 16}]
+    with open(copy / "results.jsonl", "a") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in stale))
+    data = run_data(copy)
+    assert data["meta"]["records"] == 36 and data["meta"]["left_out"] == 2
+    assert "majority@2048" not in {c["config"] for c in data["configs"]}
+
+
+def test_failures_count_only_problems_no_later_run_finished(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    done = json.loads((copy / "results.jsonl").read_text().splitlines()[0])
+    errors = [{"config": done["config"], "id": done["id"], "error": "boom"},  # failed, then finished on a rerun
+              {"config": done["config"], "id": "p99", "error": "boom"},
+              {"config": done["config"], "id": "p99", "error": "boom again"}]
+    (copy / "errors.jsonl").write_text("".join(json.dumps(e) + "\n" for e in errors))
+    assert run_data(copy)["meta"]["errors"] == 1
+
+
+def test_model_name_says_which_default(run):
+    from ttc.report.data import EMBEDDED_MODEL, model_name
+
+    assert model_name({"backend": "vllm", "model": None}) == EMBEDDED_MODEL
+    assert model_name({"backend": "fake", "model": None}) == "fake's default"
+    assert model_name({"backend": "openai", "model": "Qwen/Qwen2.5-7B"}) == "Qwen/Qwen2.5-7B"
+    assert run_data(run)["meta"]["model"] == "fake's default"
+
+
+def test_provenance_keeps_one_entry_per_code_version(tmp_path, monkeypatch):
+    from ttc.evaluation import runner
+
+    path = tmp_path / "provenance.json"
+    runner.record_provenance(path)
+    runner.record_provenance(path)  # a rerun on the same code adds nothing
+    assert len(json.loads(path.read_text())) == 1
+    import ttc.provenance as P
+
+    monkeypatch.setattr(P, "provenance", lambda: {"ttc_version": "9", "commit": "abc", "dirty": False,
+                                                  "machine": "m", "date": "d"})
+    runner.record_provenance(path)
+    assert [e["commit"] for e in json.loads(path.read_text())][-1] == "abc"
+    path.write_text('[{"commit": ')  # torn by a kill mid-write (older versions wrote in place)
+    runner.record_provenance(path)
+    assert json.loads(path.read_text())[0]["commit"] == "abc"
+
+
 def test_details_are_sampled_over_configurations_when_there_are_many(run, records):
     picked = choose_details(records, 12)
     assert len(picked) == 12
@@ -98,6 +178,17 @@ def test_details_are_sampled_over_configurations_when_there_are_many(run, record
     data = run_data(run, max_details=12)
     assert len(data["details"]) == 12 and len(data["rows"]) == 36
     assert sorted(r["detail"] for r in data["rows"] if r["detail"] is not None) == list(range(12))
+    assert [r["row"] for r in data["rows"]] == list(range(36))  # a row's number is its place on the page
+    assert len(choose_details(records, 4)) == 4 and choose_details(records, 0) == set()
+
+
+def test_one_problems_texts_share_a_size_limit():
+    from ttc.report.problem import DETAIL_TEXT
+
+    record = {"id": "x", "candidates": [{"text": "t" * 5000, "answer": "1"} for _ in range(64)]}
+    detail = problem_detail(record)
+    assert sum(len(c["text"]) for c in detail["candidates"]) < DETAIL_TEXT + 64 * 60
+    assert all("more characters not shown" in c["text"] for c in detail["candidates"])
 
 
 def test_the_page_is_self_contained_and_its_data_cannot_close_the_script(run, tmp_path):
@@ -118,6 +209,8 @@ def test_run_writes_its_report_and_the_command_rewrites_it(run, tmp_path, capsys
     out = tmp_path / "again.html"
     assert cli.main(["report", str(run), "--out", str(out), "--max-details", "5"]) == 0
     assert str(out) in capsys.readouterr().out and out.is_file()
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', out.read_text(), re.S).group(1))
+    assert len(data["details"]) == 5
 
 
 def test_report_of_a_folder_without_results_names_it(tmp_path, capsys):
@@ -157,3 +250,29 @@ def test_terminal_table_is_strategy_by_budget():
     assert lines[3].split() == ["beam", "—", "38%", "@", "461"]
     capped = [{**table[0], "budget": {"generated_tokens": 128, "seconds": 5.0}}]
     assert "majority@128" in terminal_table(capped)[0]  # other caps: one configuration per line
+
+
+def test_allocator_choices_by_bin():
+    from ttc.report.data import allocator_choices
+
+    records = [{"metrics": {"decision": "run", "config": "weighted@2048", "bin": 0}},
+               {"metrics": {"decision": "run", "config": "weighted@2048", "bin": 0}},
+               {"metrics": {"decision": "stop_after_probe", "reason": "confident"}},
+               {"metrics": {"decision": "stop_after_probe", "reason": "allocator", "bin": 2}},
+               {"metrics": {"votes": {"7": 2}}}]  # not auto: not counted
+    choices = allocator_choices(records)
+    assert choices["bins"] == ["bin 0", "bin 2", "—"]
+    assert choices["counts"] == {"bin 0": {"weighted@2048": 2}, "bin 2": {"stop after probe (allocator)": 1},
+                                 "—": {"stop after probe (confident)": 1}}
+    assert allocator_choices(records[-1:]) is None
+
+
+def test_solve_writes_the_detail_page_of_one_problem(tmp_path, capsys):
+    out = tmp_path / "solve.html"
+    assert cli.main(["solve", "What is 6 * 7?", "--backend", "fake", "--verifier", "fake", "--budget", "512",
+                     "--strategy", "beam_search", "--set", "n=4", "--set", "beam_width=2", "--set", "max_step_tokens=16",
+                     "--report", str(out)]) == 0
+    assert "report:" in capsys.readouterr().err
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', out.read_text(), re.S).group(1))
+    assert data["kind"] == "problem" and data["details"][0]["prompt"] == "What is 6 * 7?"
+    assert data["details"][0]["tree"]["chosen_path"]

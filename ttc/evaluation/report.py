@@ -175,14 +175,14 @@ def plot(summary: dict[str, Any], out: Path) -> list[str]:
     return written
 
 
-def _clean(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
     """JSON has no NaN/inf: write them as null."""
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, list):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     return x
 
 
@@ -191,5 +191,5 @@ def write_report(out: Path, configs: Sequence[Any], records: list[dict[str, Any]
     summary = summarize(configs, records)
     if make_plots:
         summary["plots"] = plot(summary, out)
-    (out / "metrics.json").write_text(json.dumps(_clean(summary), indent=2))
+    (out / "metrics.json").write_text(json.dumps(json_safe(summary), indent=2))
     return summary

@@ -166,12 +166,24 @@ async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, prog
 
 
 def record_provenance(path: Path) -> None:
-    """One entry per start of the run (code version, commit, machine, date): a resumed run may finish on
-    other code than it began with, and its report says so."""
+    """The code version, commit and machine of each start of the run that ran on other code than the
+    last (a resumed run may finish on other code than it began with, and its report says so). Written
+    whole and then renamed: a kill mid-write never leaves a file that stops the next run."""
+    import os
+
     from ttc.provenance import provenance
 
-    entries = json.loads(path.read_text()) if path.is_file() else []
-    path.write_text(json.dumps([*entries, provenance()], indent=2))
+    try:
+        entries = json.loads(path.read_text()) if path.is_file() else []
+    except ValueError:
+        entries = []  # unreadable (written by hand, or by an older version): start the list again
+    now = provenance()
+    same = ("ttc_version", "commit", "dirty", "machine")
+    if entries and all(entries[-1].get(k) == now[k] for k in same):
+        return
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps([*entries, now], indent=2))
+    os.replace(partial, path)
 
 
 def write_html_report(out: Path) -> str | None:

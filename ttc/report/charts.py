@@ -15,14 +15,14 @@ def _figure(width: float = 6.4, height: float = 4.0):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plt.rcParams["svg.fonttype"] = "none"
     return plt, *plt.subplots(figsize=(width, height))
 
 
 def _svg(plt, fig) -> str:
     buf = io.StringIO()
     fig.tight_layout()
-    fig.savefig(buf, format="svg", bbox_inches="tight")  # legends below the axes included
+    with plt.rc_context({"svg.fonttype": "none"}):  # this file's charts only, not the process's other plots
+        fig.savefig(buf, format="svg", bbox_inches="tight")  # legends below the axes included
     plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg"):]  # the XML prolog and doctype do not belong inside HTML

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,13 @@ from typing import Any
 from ttc.core.errors import TTCError
 from ttc.evaluation import metrics as M
 from ttc.evaluation.results import ResultsLog, fingerprint
-from ttc.report.problem import problem_detail
+from ttc.report.problem import clip, problem_detail
 
 #: Problems whose detail (texts, tree) the page carries at most; more are sampled evenly over the
 #: configurations, so a run of thousands of problems stays a file of a few MB.
 MAX_DETAILS = 400
+#: Longest answer or reference in a table cell.
+MAX_CELL = 200
 #: Token kinds of the "where the budget went" chart, as Usage names them.
 TOKEN_KINDS = ("generated_tokens", "prompt_tokens", "cached_prompt_tokens", "verifier_tokens", "lost_tokens")
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct (embedded default)"
@@ -63,7 +66,7 @@ def allocator_choices(records: list[dict[str, Any]]) -> dict[str, Any] | None:
         counts["—" if m.get("bin") is None else f"bin {m['bin']}"][str(choice)] += 1
     if not counts:
         return None
-    return {"bins": sorted(counts), "choices": sorted({c for b in counts.values() for c in b}),
+    return {"bins": sorted(counts, key=natural), "choices": sorted({c for b in counts.values() for c in b}),
             "counts": {b: dict(c) for b, c in counts.items()}}
 
 
@@ -73,7 +76,7 @@ def scaling(by_config: dict[str, list[dict[str, Any]]], stats: list[dict[str, An
 
     largest: dict[str, dict[str, Any]] = {}
     for s in stats:
-        if by_config[s["config"]][0].get("strategy_name", SAMPLED[0]) not in SAMPLED:
+        if by_config[s["config"]][0].get("strategy_name") not in SAMPLED:
             continue  # a search's finalists are not independent samples: no coverage@k to draw from them
         key = s["strategy"]
         if key not in largest or (s["budget"].get("generated_tokens") or 0) > (
@@ -96,18 +99,59 @@ def choose_details(records: list[dict[str, Any]], limit: int, seed: int = 0) -> 
     for i, r in enumerate(records):
         by_config[r["config"]].append(i)
     rng, chosen = random.Random(seed), set()
-    share = max(1, limit // len(by_config))
-    for indices in by_config.values():
-        chosen.update(rng.sample(indices, min(share, len(indices))))
+    share, extra = divmod(limit, len(by_config))
+    for k, indices in enumerate(by_config.values()):
+        chosen.update(rng.sample(indices, min(share + (k < extra), len(indices))))
     return chosen
 
 
-def row(i: int, r: dict[str, Any], detail: int | None) -> dict[str, Any]:
+def row(position: int, r: dict[str, Any], detail: int | None) -> dict[str, Any]:
     usage = r.get("usage") or {}
-    return {"row": i, "config": r["config"], "id": str(r.get("id")), "level": (r.get("metadata") or {}).get("level"),
-            "correct": r.get("correct"), "answer": r.get("answer"), "reference": r.get("reference"),
+    return {"row": position, "config": r["config"], "id": str(r.get("id")),
+            "level": (r.get("metadata") or {}).get("level"), "correct": r.get("correct"),
+            "answer": clip(r.get("answer"), MAX_CELL), "reference": clip(r.get("reference"), MAX_CELL),
             "tokens": usage.get("generated_tokens", 0), "verifier_tokens": usage.get("verifier_tokens", 0),
             "candidates": len(r.get("candidates") or []), "detail": detail}
+
+
+def natural(text: str) -> tuple:
+    """Sort key that puts "p2" before "p10" and "bin 2" before "bin 10"."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
+
+
+def current_results(records: list[dict[str, Any]], recipe: dict[str, Any]) -> tuple[list[dict[str, Any]], dict, int]:
+    """The records of the recipe's own configurations with its settings (what `ttc run` reports: an
+    output folder may also hold lines of configurations a recipe no longer runs), their strategies'
+    registry names, and how many lines were left out. Without a readable recipe, every record."""
+    from ttc.evaluation.recipe import parse_recipe
+    from ttc.evaluation.runner import expand
+
+    try:
+        configs = expand(parse_recipe(recipe))
+    except Exception:  # noqa: BLE001 - no recipe.json, or one this installation cannot build: report all lines
+        return records, {}, 0
+    settings = {c.label: c.settings for c in configs}
+    kept = [r for r in records if settings.get(r["config"]) == r.get("settings")]
+    return kept, {c.strategy_label: c.strategy for c in configs}, len(records) - len(kept)
+
+
+def unresolved_errors(run: Path, records: list[dict[str, Any]]) -> int:
+    """Failed (configuration, problem) pairs that no later run has finished (errors.jsonl is append-only)."""
+    path = run / "errors.jsonl"
+    if not path.is_file():
+        return 0
+    done = {(r["config"], r.get("id")) for r in records}
+    failed = set()
+    for line in ResultsLog(path).load(repair=False):
+        if (line.get("config"), line.get("id")) not in done:
+            failed.add((line.get("config"), line.get("id")))
+    return len(failed)
+
+
+def model_name(generator: dict[str, Any]) -> str:
+    if generator.get("model"):
+        return str(generator["model"])
+    return EMBEDDED_MODEL if generator.get("backend", "vllm") == "vllm" else f"{generator.get('backend')}'s default"
 
 
 def run_data(run_dir: str | Path, *, max_details: int = MAX_DETAILS) -> dict[str, Any]:
@@ -116,37 +160,42 @@ def run_data(run_dir: str | Path, *, max_details: int = MAX_DETAILS) -> dict[str
     results = run / "results.jsonl"
     if not results.is_file():
         raise ReportError(f"run_dir={str(run)!r} has no results.jsonl: not the output folder of a `ttc run`")
-    records = ResultsLog(results).load(repair=False)
-    if not records:
-        raise ReportError(f"run_dir={str(run)!r}: results.jsonl holds no finished problem yet")
     recipe = read_json(run / "recipe.json", {})
+    records, names, left_out = current_results(ResultsLog(results).load(repair=False), recipe)
+    if not records:
+        raise ReportError(f"run_dir={str(run)!r}: results.jsonl holds no finished problem of this recipe yet")
+    for r in records:  # results written before records carried it: the recipe says which strategy made them
+        r.setdefault("strategy_name", names.get(r.get("strategy")))
     by_config: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         by_config[r["config"]].append(r)
-    stats = [config_stats(label, by_config[label]) for label in config_order(by_config)]
+    order = config_order(by_config)
+    stats = [config_stats(label, by_config[label]) for label in order]
     picked = choose_details(records, max_details)
     details, rows = [], []
-    for i, r in enumerate(records):
+    # Rows in the configurations' order, problems by id within each (results.jsonl is in finishing order).
+    rank = {label: i for i, label in enumerate(order)}
+    for i in sorted(range(len(records)), key=lambda i: (rank[records[i]["config"]], natural(str(records[i].get("id"))))):
         detail = None
         if i in picked:
             detail = len(details)
-            details.append(problem_detail(r))
-        rows.append(row(i, r, detail))
+            details.append(problem_detail(records[i]))
+        rows.append(row(len(rows), records[i], detail))
     generator = recipe.get("generator") or {}
     return {
         "kind": "run",
         "meta": {
             "name": recipe.get("name") or run.name, "folder": str(run.resolve()),
-            "model": generator.get("model") or EMBEDDED_MODEL, "backend": generator.get("backend"),
-            "verifier": recipe.get("verifier"), "dataset": recipe.get("dataset"),
-            "sampling": recipe.get("sampling"), "provenance": read_json(run / "provenance.json", []),
+            "model": model_name(generator), "backend": generator.get("backend"),
+            "verifier": recipe.get("verifier"), "dataset": recipe.get("dataset"), "sampling": recipe.get("sampling"),
+            "strategies": recipe.get("strategy"), "budgets": recipe.get("budget"),
+            "provenance": read_json(run / "provenance.json", []),
             "fingerprint": fingerprint(sorted({r.get("settings") or "" for r in records})),
-            "problems": len({r.get("id") for r in records}), "records": len(records),
-            "errors": sum(1 for _ in open(run / "errors.jsonl")) if (run / "errors.jsonl").is_file() else 0,
-            "details": len(details),
+            "problems": len({r.get("id") for r in records}), "records": len(records), "left_out": left_out,
+            "errors": unresolved_errors(run, records), "details": len(details),
         },
         "configs": stats, "scaling": scaling(by_config, stats), "allocator": allocator_choices(records),
-        "levels": sorted({str(r["level"]) for r in rows if r["level"] is not None}),
+        "levels": sorted({str(r["level"]) for r in rows if r["level"] is not None}, key=natural),
         "rows": rows, "details": details,
     }
 
@@ -169,6 +218,6 @@ def config_order(by_config: dict[str, list[dict[str, Any]]]) -> list[str]:
 def solve_data(record: dict[str, Any]) -> dict[str, Any]:
     """The page of one problem (`ttc solve --report`)."""
     detail = problem_detail(record)
-    return {"kind": "problem", "meta": {"name": f"ttc solve ({record.get('strategy')})"},
+    return {"kind": "problem", "meta": {"name": f"ttc solve ({record.get('strategy')})", "left_out": 0},
             "rows": [row(0, record, 0)], "details": [detail], "configs": [], "scaling": {}, "allocator": None,
             "levels": []}

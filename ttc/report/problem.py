@@ -12,6 +12,9 @@ from typing import Any
 
 #: Longest text kept per candidate or node; longer ones are cut with a note (the report stays small).
 MAX_TEXT = 3000
+#: Characters of candidate and node text one problem's detail carries at most, shared among its texts:
+#: 64 candidates of a long-thinking model would otherwise make one problem a megabyte.
+DETAIL_TEXT = 24_000
 #: Longest rendering of one trace event's fields.
 MAX_EVENT = 600
 
@@ -31,7 +34,13 @@ def node_status(node: dict[str, Any], copies: int) -> str:
     return "pruned"
 
 
-def search_tree(trace: list[dict[str, Any]], chosen_node: int | None) -> dict[str, Any] | None:
+def text_limit(texts: int) -> int:
+    """Per-text limit so that `texts` texts fit DETAIL_TEXT together (never under 200 characters)."""
+    return max(200, min(MAX_TEXT, DETAIL_TEXT // max(1, texts)))
+
+
+def search_tree(trace: list[dict[str, Any]], chosen_node: int | None, limit: int = MAX_TEXT
+                ) -> dict[str, Any] | None:
     """Nodes by step from the trace's `step` events, each with its status, and the chosen answer's path."""
     nodes: dict[int, dict[str, Any]] = {}
     for event in trace:
@@ -41,10 +50,12 @@ def search_tree(trace: list[dict[str, Any]], chosen_node: int | None) -> dict[st
         for node_id in event.get("resampled") or []:
             copies[node_id] = copies.get(node_id, 0) + 1
         for n in event.get("nodes", []):
+            if not isinstance(n, dict) or n.get("id") is None:
+                continue  # a node without identity cannot be placed in the tree
             nodes[n["id"]] = {
                 "id": n["id"], "parent": n.get("parent"), "step": event.get("step", 0), "score": n.get("score"),
                 "status": node_status(n, copies.get(n["id"], 0)), "answer": n.get("answer"),
-                "text": clip(n.get("text")), "copies": copies.get(n["id"], 0),
+                "text": clip(n.get("text"), limit), "copies": copies.get(n["id"], 0),
             }
     if not nodes:
         return None
@@ -62,12 +73,13 @@ def search_tree(trace: list[dict[str, Any]], chosen_node: int | None) -> dict[st
 
 
 def event_rows(trace: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """Every event but the tree's steps, in order, its fields as short JSON."""
+    """Every event in order, its fields as short JSON; a step's nodes are in the tree, so a step event
+    lists its other fields (kept beams, weights, widths) and how many nodes it scored."""
     rows = []
     for event in trace:
-        if event.get("event") == "step":
-            continue
-        fields = {k: v for k, v in event.items() if k != "event"}
+        fields = {k: v for k, v in event.items() if k not in ("event", "nodes")}
+        if isinstance(event.get("nodes"), list):
+            fields["nodes"] = len(event["nodes"])
         rows.append({"event": str(event.get("event")), "fields": clip(json.dumps(fields, default=str), MAX_EVENT)})
     return rows
 
@@ -77,6 +89,8 @@ def problem_detail(record: dict[str, Any]) -> dict[str, Any]:
     candidates = record.get("candidates") or []
     chosen = next((c.get("node_id") for c in candidates if c.get("chosen")), None)
     trace = record.get("trace") or []
+    nodes = sum(len(e.get("nodes") or []) for e in trace if e.get("event") == "step")
+    limit = text_limit(len(candidates) + nodes)
     votes = (record.get("metrics") or {}).get("votes") or {}
     return {
         "id": record.get("id"), "config": record.get("config"), "strategy": record.get("strategy"),
@@ -86,10 +100,10 @@ def problem_detail(record: dict[str, Any]) -> dict[str, Any]:
         "candidates": [
             {"answer": c.get("answer"), "correct": c.get("correct"), "score": c.get("score"),
              "num_tokens": c.get("num_tokens"), "finish_reason": c.get("finish_reason"),
-             "chosen": bool(c.get("chosen")), "text": clip(c.get("text"))}
+             "chosen": bool(c.get("chosen")), "text": clip(c.get("text"), limit)}
             for c in candidates
         ],
-        "tree": search_tree(trace, chosen),
+        "tree": search_tree(trace, chosen, limit),
         "events": event_rows(trace),
         "metrics": clip(json.dumps({k: v for k, v in (record.get("metrics") or {}).items() if k != "votes"},
                                    default=str), MAX_TEXT),

@@ -12,7 +12,10 @@ from ttc.report.data import MAX_DETAILS, run_data, solve_data
 def page_json(data: dict[str, Any]) -> str:
     """The data as JSON safe inside a <script> element: no "</" can close it early, and no "<!--"
     can open a comment (the page's own strings reach the browser unchanged)."""
-    text = json.dumps(data, default=str, allow_nan=False)
+    from ttc.evaluation.report import json_safe
+
+    # NaN and infinite scores (a replayed scorer, an empty step) are written as null: JSON has neither.
+    text = json.dumps(json_safe(data), default=str, allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -31,14 +34,22 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None, *, max_
     """report.html for the run in `run_dir` (by default inside it); returns its path."""
     data = run_data(run_dir, max_details=max_details)
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(data, overview_charts(data)), encoding="utf-8")
+    write_whole(path, render(data, overview_charts(data)))
     return path
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Write then rename: a browser (or a second writer) never sees half a page."""
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
 
 
 def write_problem_report(record: dict[str, Any], out: str | Path) -> Path:
     """The detail page of one solved problem (`ttc solve --report`), from its results-style record."""
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(solve_data(record), {}), encoding="utf-8")
+    write_whole(path, render(solve_data(record), {}))
     return path

@@ -27,6 +27,7 @@ document.querySelectorAll("nav button").forEach(b => b.addEventListener("click",
 
 // ---- problems table ----------------------------------------------------------------------------
 const table = { key: null, dir: 1, page: 0, rows: [] };
+DATA.rows.forEach((r, i) => { r.pos = i; });  // ties keep the page's first order
 
 function matches(row) {
   const value = id => (document.getElementById(id) || {}).value || "";
@@ -45,7 +46,7 @@ function matches(row) {
 }
 function compare(a, b) {
   const x = a[table.key], y = b[table.key];
-  if (x === y) return a.row - b.row;
+  if (x === y) return a.pos - b.pos;
   if (x === null || x === undefined) return 1;  // empty cells last, whichever the direction
   if (y === null || y === undefined) return -1;
   if (typeof x === "number" && typeof y === "number") return table.dir * (x - y);
@@ -109,17 +110,20 @@ function openDetail(index) {
   const outcome = document.getElementById("detail-outcome");
   outcome.replaceChildren();
   const usage = d.usage || {};
+  const prompt = usage.prompt_tokens === undefined ? null : `${usage.prompt_tokens} (${usage.cached_prompt_tokens || 0})`;
   for (const [k, v] of [["answer", d.answer], ["reference", d.reference], ["correct", verdict(d.correct)],
                         ["generated tokens", usage.generated_tokens], ["verifier tokens", usage.verifier_tokens],
-                        ["prompt tokens (cached)", `${usage.prompt_tokens} (${usage.cached_prompt_tokens})`]]) {
+                        ["prompt tokens (cached)", prompt]]) {
     const tr = el("tr");
     tr.appendChild(el("th", {}, k));
     tr.appendChild(el("td", {}, v === null || v === undefined ? "—" : v));
     outcome.appendChild(tr);
   }
+  document.getElementById("node-text").textContent = "Click a node.";  // not the last problem's node
   fillRows("#votes", d.votes.map(v => [v.answer, v.votes]));
   const body = fillRows("#candidates", d.candidates.map((c, i) => [
-    i + 1, c.answer, verdict(c.correct), c.score === null ? "—" : c.score.toFixed(4), c.num_tokens, c.finish_reason,
+    i + 1, c.answer, verdict(c.correct), c.score === null || c.score === undefined ? "—" : Number(c.score).toFixed(4),
+    c.num_tokens, c.finish_reason,
     el("td", { class: "text" }, c.text)]));
   d.candidates.forEach((c, i) => { if (c.chosen) body.children[i].classList.add("chosen"); });
   fillRows("#events", d.events.map((e, i) => [i + 1, e.event, e.fields]));
@@ -173,7 +177,7 @@ function drawTree(tree) {
     circle.appendChild(title);
     g.appendChild(circle);
     const score = svgEl("text", { x: p.x + 10, y: p.y + 3 });
-    score.textContent = n.score === null ? "" : Number(n.score).toFixed(2) + (n.answer ? ` → ${n.answer}` : "");
+    score.textContent = (n.score === null ? "no score" : Number(n.score).toFixed(2)) + (n.answer ? ` → ${n.answer}` : "");
     g.appendChild(score);
     g.addEventListener("click", () => {
       svg.querySelectorAll("g.node.selected").forEach(s => s.classList.remove("selected"));
