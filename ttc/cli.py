@@ -321,6 +321,8 @@ def cmd_run(args) -> int:
         print(f"plots: {', '.join(str(out / p) for p in summary['plots'])}")
     if summary.get("report"):
         print(f"report: {summary['report']}  (open it in a browser: curves, every problem, each search tree)")
+    elif summary.get("report_error"):
+        print(f"report: not written ({summary['report_error']}); `ttc report {out}` tries again")
     if recipe.generator.model is None and recipe.generator.backend == "vllm":
         print("note: the default model is SmolLM2-135M-Instruct, a 135M-parameter toy chosen to run anywhere "
               "(2 CPU cores); its accuracy says how the strategies compare, not what a real model reaches. "

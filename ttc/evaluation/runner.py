@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,7 +160,7 @@ async def run_recipe_async(recipe: Recipe, *, engine: Engine | None = None, prog
             await asyncio.to_thread(engine.close)
     summary = write_report(out, configs, resumable(log.load(), configs, problems, out), make_plots=make_plots)
     if make_plots:
-        summary["report"] = write_html_report(out)
+        summary["report"], summary["report_error"] = write_html_report(out)
     return summary
 
 
@@ -186,15 +185,15 @@ def record_provenance(path: Path) -> None:
     os.replace(partial, path)
 
 
-def write_html_report(out: Path) -> str | None:
-    """report.html beside the results; a report that fails is said, never allowed to fail the run."""
+def write_html_report(out: Path) -> tuple[str | None, str | None]:
+    """report.html beside the results: (its path, None), or (None, why not). A report that fails is said
+    (by `ttc run`), never allowed to fail the run: the results are safe on disk and `ttc report` retries."""
     from ttc.report import write_run_report
 
     try:
-        return str(write_run_report(out, out / "report.html"))
-    except Exception as exc:  # noqa: BLE001 - the results are safe on disk; `ttc report` can retry
-        print(f"[ttc] report.html not written: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return None
+        return str(write_run_report(out, out / "report.html")), None
+    except Exception as exc:  # noqa: BLE001
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 def write_cluster_stats(engine: Engine, path: Path) -> None:

@@ -70,9 +70,15 @@ def allocator_choices(records: list[dict[str, Any]]) -> dict[str, Any] | None:
             "counts": {b: dict(c) for b, c in counts.items()}}
 
 
-def scaling(by_config: dict[str, list[dict[str, Any]]], stats: list[dict[str, Any]]) -> dict[str, Any]:
-    """coverage@k and majority@k (and the power-law fit of coverage) from each strategy's largest budget."""
+def scaling(by_config: dict[str, list[dict[str, Any]]], stats: list[dict[str, Any]],
+            computed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """coverage@k and majority@k (and the power-law fit of coverage) from each strategy's largest budget.
+
+    `computed` is metrics.json's configurations: curves it holds for the same number of results are
+    taken from it (the answer equivalence behind them is most of a report's time); others are computed."""
     from ttc.evaluation.report import _scaling_curves
+
+    computed = computed or {}
 
     largest: dict[str, dict[str, Any]] = {}
     for s in stats:
@@ -84,7 +90,11 @@ def scaling(by_config: dict[str, list[dict[str, Any]]], stats: list[dict[str, An
             largest[key] = s
     out = {}
     for strategy, s in largest.items():
-        curves = _scaling_curves(by_config[s["config"]])
+        known = computed.get(s["config"]) or {}
+        if known.get("problems") == s["problems"] and "scaling" in known:
+            curves = known["scaling"]
+        else:
+            curves = _scaling_curves(by_config[s["config"]])
         if curves:
             out[strategy] = {"config": s["config"], **curves}
     return out
@@ -194,7 +204,8 @@ def run_data(run_dir: str | Path, *, max_details: int = MAX_DETAILS) -> dict[str
             "problems": len({r.get("id") for r in records}), "records": len(records), "left_out": left_out,
             "errors": unresolved_errors(run, records), "details": len(details),
         },
-        "configs": stats, "scaling": scaling(by_config, stats), "allocator": allocator_choices(records),
+        "configs": stats, "scaling": scaling(by_config, stats, read_json(run / "metrics.json", {}).get("configs")),
+        "allocator": allocator_choices(records),
         "levels": sorted({str(r["level"]) for r in rows if r["level"] is not None}, key=natural),
         "rows": rows, "details": details,
     }

@@ -160,7 +160,9 @@ function drawTree(tree) {
     label.textContent = `step ${step}`;
     svg.appendChild(label);
   });
-  for (const n of tree.nodes) {
+  // Edges off the chosen path first, so the path is drawn over them.
+  const edges = [...tree.nodes].sort((a, b) => Number(a.on_path) - Number(b.on_path));
+  for (const n of edges) {
     if (n.parent === null || !place.has(n.parent)) continue;
     const a = place.get(n.parent), b = place.get(n.id);
     const line = svgEl("line", { x1: a.x, y1: a.y, x2: b.x, y2: b.y });
