@@ -3,8 +3,8 @@
     python -m bench.report_screenshots runs/quickstart runs/step_search_cpu [--out bench/figures]
 
 For each run folder: its report.html is written again (`ttc report`), then the overview, the problems
-table and the detail of one problem (the first search result, or the first result) are captured as
-report_<view>_<run name>.png. The detail opened is a step search's when the run has one, so its tree shows.
+table and the detail of one problem are captured as report_<view>_<run name>.png. The detail opened is
+the step search with the largest tree that fits the window, when the run has one, so a tree shows.
 """
 from __future__ import annotations
 
@@ -28,8 +28,10 @@ def capture(run: Path, out: Path) -> list[Path]:
             driver.execute_script(f"showTab('{view}')")
             shots.append(out / f"report_{view}_{name}.png")
             driver.save_screenshot(str(shots[-1]))
-        with_tree = [i for i, d in enumerate(data["details"]) if d["tree"]]
-        index = with_tree[0] if with_tree else 0
+        # The largest tree that still fits the window (40 nodes at most), else the first result.
+        trees = [(len(d["tree"]["nodes"]), -i) for i, d in enumerate(data["details"])
+                 if d["tree"] and len(d["tree"]["nodes"]) <= 40]
+        index = -max(trees)[1] if trees else 0
         driver.execute_script(f"openDetail({index}); showTab('detail');")
         time.sleep(0.2)
         path = driver.execute_script("return [...document.querySelectorAll('#tree g.node.on-path circle')].length")
