@@ -136,6 +136,13 @@ def test_failures_count_only_problems_no_later_run_finished(run, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
     done = json.loads((copy / "results.jsonl").read_text().splitlines()[0])
+    # Every problem of one configuration failed: it is listed, with no problems and no accuracy.
+    lines = [json.loads(line) for line in (copy / "results.jsonl").read_text().splitlines()]
+    gone = "particle_filtering[max_step_tokens=16,max_steps=3,n=4]@384"
+    (copy / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines if r["config"] != gone))
+    empty = next(c for c in run_data(copy)["configs"] if c["config"] == gone)
+    assert empty["problems"] == 0 and empty["accuracy"] is None
+    write_run_report(copy, tmp_path / "r.html")
     errors = [{"config": done["config"], "id": done["id"], "error": "boom"},  # failed, then finished on a rerun
               {"config": done["config"], "id": "p99", "error": "boom"},
               {"config": done["config"], "id": "p99", "error": "boom again"}]

@@ -79,10 +79,9 @@ def scaling(by_config: dict[str, list[dict[str, Any]]], stats: list[dict[str, An
     from ttc.evaluation.report import _scaling_curves
 
     computed = computed or {}
-
     largest: dict[str, dict[str, Any]] = {}
     for s in stats:
-        if by_config[s["config"]][0].get("strategy_name") not in SAMPLED:
+        if not s["problems"] or by_config[s["config"]][0].get("strategy_name") not in SAMPLED:
             continue  # a search's finalists are not independent samples: no coverage@k to draw from them
         key = s["strategy"]
         if key not in largest or (s["budget"].get("generated_tokens") or 0) > (
@@ -129,20 +128,29 @@ def natural(text: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
 
 
-def current_results(records: list[dict[str, Any]], recipe: dict[str, Any]) -> tuple[list[dict[str, Any]], dict, int]:
+def current_results(records: list[dict[str, Any]], recipe: dict[str, Any]
+                    ) -> tuple[list[dict[str, Any]], dict, int, list]:
     """The records of the recipe's own configurations with its settings (what `ttc run` reports: an
     output folder may also hold lines of configurations a recipe no longer runs), their strategies'
-    registry names, and how many lines were left out. Without a readable recipe, every record."""
+    registry names, how many lines were left out, and the recipe's configurations (none without a
+    readable recipe: then every record is reported)."""
     from ttc.evaluation.recipe import parse_recipe
     from ttc.evaluation.runner import expand
 
     try:
         configs = expand(parse_recipe(recipe))
     except Exception:  # noqa: BLE001 - no recipe.json, or one this installation cannot build: report all lines
-        return records, {}, 0
+        return records, {}, 0, []
     settings = {c.label: c.settings for c in configs}
     kept = [r for r in records if settings.get(r["config"]) == r.get("settings")]
-    return kept, {c.strategy_label: c.strategy for c in configs}, len(records) - len(kept)
+    return kept, {c.strategy_label: c.strategy for c in configs}, len(records) - len(kept), configs
+
+
+def empty_stats(config) -> dict[str, Any]:
+    """A configuration of the recipe with no finished problem (every one failed, or not yet run)."""
+    return {"config": config.label, "strategy": config.strategy_label, "budget": config.budget.to_dict(),
+            "seed": config.seed, "problems": 0, "judged": 0, "accuracy": None, "low": None, "high": None,
+            "mean": {k: 0.0 for k in (*TOKEN_KINDS, "flops", "wall_s")}}
 
 
 def unresolved_errors(run: Path, records: list[dict[str, Any]]) -> int:
@@ -171,7 +179,7 @@ def run_data(run_dir: str | Path, *, max_details: int = MAX_DETAILS) -> dict[str
     if not results.is_file():
         raise ReportError(f"run_dir={str(run)!r} has no results.jsonl: not the output folder of a `ttc run`")
     recipe = read_json(run / "recipe.json", {})
-    records, names, left_out = current_results(ResultsLog(results).load(repair=False), recipe)
+    records, names, left_out, configs = current_results(ResultsLog(results).load(repair=False), recipe)
     if not records:
         raise ReportError(f"run_dir={str(run)!r}: results.jsonl holds no finished problem of this recipe yet")
     for r in records:  # results written before records carried it: the recipe says which strategy made them
@@ -181,6 +189,7 @@ def run_data(run_dir: str | Path, *, max_details: int = MAX_DETAILS) -> dict[str
         by_config[r["config"]].append(r)
     order = config_order(by_config)
     stats = [config_stats(label, by_config[label]) for label in order]
+    stats += [empty_stats(c) for c in configs if c.label not in by_config]
     picked = choose_details(records, max_details)
     details, rows = [], []
     # Rows in the configurations' order, problems by id within each (results.jsonl is in finishing order).
