@@ -74,7 +74,7 @@ def grid_records(out: Path, *recipes: Recipe) -> list[dict[str, Any]]:
     """The results of these recipes' configurations (with their own settings: the runner refused any
     other), leaving out lines of configurations the output folder holds from earlier grids."""
     from ttc.evaluation.results import ResultsLog
-    from ttc.evaluation.runner import expand
+    from ttc.evaluation.sweep import expand
 
     settings = {(c.label, c.settings) for r in recipes for c in expand(r)}
     return [r for r in ResultsLog(out / "results.jsonl").load() if (r["config"], r.get("settings")) in settings]

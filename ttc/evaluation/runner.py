@@ -10,65 +10,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ttc.core.budget import Budget
 from ttc.evaluation.datasets import load_problems
 from ttc.engine import Engine
 from ttc.core.errors import TTCError
 from ttc.evaluation.recipe import Recipe
 from ttc.core.errors import ConfigError
-from ttc.core.registry import build
 from ttc.evaluation.progress import Progress
-from ttc.evaluation.results import ResultsLog, fingerprint, record_fingerprint, record_key, solution_record
+from ttc.evaluation.results import ResultsLog, record_fingerprint, record_key, solution_record
+# The sweep's cells live in their own module, which the report reads too; named here for existing callers.
+from ttc.evaluation.sweep import RunConfig, budget_label, expand, settings_of  # noqa: F401
 from ttc.core.types import Problem, Solution
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """One cell of a sweep: a strategy with its options, a budget and a seed."""
-
-    label: str
-    strategy_label: str
-    strategy: str
-    options: dict[str, Any]
-    budget: Budget
-    seed: int
-    #: Fingerprint of everything that decides its results (see `settings_of`).
-    settings: str = ""
-
-
-def budget_label(b: Budget) -> str:
-    if list(b.to_dict()) == ["generated_tokens"]:
-        return str(b.generated_tokens)
-    return ",".join(f"{k}={v:g}" for k, v in b.to_dict().items())
-
-
-def expand(recipe: Recipe) -> list[RunConfig]:
-    configs = []
-    for seed in recipe.seeds:
-        for spec in recipe.strategies:
-            for budget in recipe.budgets:
-                label = f"{spec.display()}@{budget_label(budget)}"
-                if len(recipe.seeds) > 1:
-                    label += f"#seed{seed}"
-                options = recipe.strategy_options(spec)
-                configs.append(RunConfig(label, spec.display(), spec.name, options, budget, seed,
-                                         settings_of(recipe, spec.name, options, budget, seed)))
-    return configs
-
-
-def settings_of(recipe: Recipe, strategy: str, options: dict[str, Any], budget: Budget, seed: int) -> str:
-    """Fingerprint of what decides a configuration's results: the strategy's resolved config (defaults
-    included), budget, seed, the generator and verifier with their options, the system prompt, and
-    the dataset's source and selection. Concurrency and the cluster change how fast, not what."""
-    engine = recipe.engine_config().model_dump(mode="json", exclude={"max_concurrent_problems", "cluster", "seed"})
-    resolved = build("strategy", strategy, options).config.model_dump(mode="json")
-    return fingerprint({"strategy": strategy, "config": resolved, "budget": budget.to_dict(), "seed": seed,
-                        "engine": engine, "dataset": recipe.dataset.model_dump(mode="json"),
-                        "pooled_budget": recipe.pooled_budget})
 
 
 def resumable(records: list[dict[str, Any]], configs: list[RunConfig], problems: list[Problem], out: Path

@@ -135,7 +135,7 @@ def current_results(records: list[dict[str, Any]], recipe: dict[str, Any]
     registry names, how many lines were left out, and the recipe's configurations (none without a
     readable recipe: then every record is reported)."""
     from ttc.evaluation.recipe import parse_recipe
-    from ttc.evaluation.runner import expand
+    from ttc.evaluation.sweep import expand
 
     try:
         configs = expand(parse_recipe(recipe))
