@@ -15,8 +15,10 @@ from ttc.evaluation.results import ResultsLog
 def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, sig):
     out = tmp_path / "out"
     path = tmp_path / "r.yaml"
+    # 0.6 s a call, 2 at a time: the 20 problems take 6 s or more, so a kill after the 4th lands mid-run even
+    # when this process is slow to notice (a CI run once saw all 20 finish first at 0.4 s).
     path.write_text(yaml.safe_dump({
-        "name": "kill", "generator": {"backend": "fake", "options": {"latency_s": 0.4}},
+        "name": "kill", "generator": {"backend": "fake", "options": {"latency_s": 0.6}},
         "dataset": {"source": "arithmetic", "levels": ["add1", "add2"], "per_level": 10},
         "sampling": {"max_tokens": 32}, "strategy": {"name": "best_of_n"}, "budget": 64,
         "max_concurrent_problems": 2, "output": str(out),
