@@ -11,6 +11,12 @@ import yaml
 from ttc.evaluation.results import ResultsLog
 
 
+def default_sigint() -> None:
+    """In the child before exec: SIGINT unblocked and at its default, so Python turns it into KeyboardInterrupt."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, sig):
     out = tmp_path / "out"
@@ -24,7 +30,10 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, sig):
         "max_concurrent_problems": 2, "output": str(out),
     }))
     cmd = [sys.executable, "-m", "ttc.cli", "run", str(path), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # The run must see Ctrl-C as a terminal would send it: a child inherits ignored and blocked signals,
+    # and an earlier test in this process (a library's worker or server) may have left SIGINT so.
+    inherited = (signal.getsignal(signal.SIGINT), signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=default_sigint)
     results = out / "results.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -34,7 +43,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, sig):
     proc.send_signal(sig)
     proc.wait(timeout=30)
     first = ResultsLog(results).load()
-    assert 4 <= len(first) < 20, "the kill must land mid-run"
+    assert 4 <= len(first) < 20, f"the kill must land mid-run (SIGINT handler and mask in pytest: {inherited})"
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     records = ResultsLog(results).load()
