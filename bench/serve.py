@@ -7,7 +7,10 @@ the prefix cache favours neither; the ratio is of the median walls. Prints reque
 latency and errors of the server, and as its last line one JSON object with `ratio` (server wall /
 direct wall; target <= 1.10) and `errors`.
 
-    python -m bench.serve [--requests 64] [--clients 32] [--budget 256] [--rounds 3]
+    python -m bench.serve [--requests 64] [--clients 32] [--budget 256] [--rounds 3] [--client-process]
+
+`--client-process` runs the 32 clients in a process of their own, so their threads do not compete with the
+server and the engine for this process's interpreter lock (a real deployment's clients are elsewhere).
 """
 from __future__ import annotations
 
@@ -71,6 +74,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--budget", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--client-process", action="store_true",
+                        help="the clients in a separate process (started before the rounds, not timed)")
     parser.add_argument("--engine-slots", type=int, default=None,
                         help="the engine's max_concurrent_problems (default 64); = --clients keeps the direct side "
                         "at as many problems in flight as the server's clients")
@@ -90,19 +95,29 @@ def main() -> None:
     while not server.started:
         time.sleep(0.05)
     url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    clients = None
+    if args.client_process:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        clients = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        clients.submit(run_server, url, questions[:1], args.budget, 98, 1).result()  # started and warmed, untimed
+    serve = (lambda *a: clients.submit(run_server, *a).result()) if clients else run_server
     run_direct(engine, questions[:4], args.budget, 99)  # warm-up: first requests pay one-time costs
     direct, served, latencies, errors, tokens = [], [], [], 0, {"direct": [], "server": []}
     for r in range(args.rounds):
         wall, tok = run_direct(engine, questions, args.budget, seed=r)
         direct.append(wall)
         tokens["direct"].append(tok)
-        wall, lat, err, tok = run_server(url, questions, args.budget, r, args.clients)
+        wall, lat, err, tok = serve(url, questions, args.budget, r, args.clients)
         served.append(wall)
         latencies += lat
         errors += err
         tokens["server"].append(tok)
         print(f"round {r}: direct {direct[-1]:.1f} s ({tokens['direct'][-1]} tokens), server {wall:.1f} s "
               f"({tok} tokens), errors {err}", flush=True)
+    if clients:
+        clients.shutdown()
     server.should_exit = True
     thread.join(30)
     engine.close()
@@ -110,7 +125,7 @@ def main() -> None:
     lat = sorted(latencies)
     p = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 3) if lat else None)
     summary = {"bench": "serve", "requests": args.requests, "clients": args.clients, "budget": args.budget,
-               "engine_slots": args.engine_slots or 64,
+               "engine_slots": args.engine_slots or 64, "client_process": args.client_process,
                "rounds": args.rounds, "direct_wall_s": [round(x, 2) for x in direct],
                "server_wall_s": [round(x, 2) for x in served],
                "requests_per_s": round(args.requests / statistics.median(served), 2),
