@@ -269,13 +269,10 @@ def cmd_solve(args) -> int:
             json.dump({**solution.to_dict(), "prompt": solution.problem.prompt, "trace": solution.trace}, fh,
                       indent=1, default=str)
     if args.report:
-        from ttc.evaluation.results import solution_record
-        from ttc.report import write_problem_report
+        from ttc.report import write_solution_report
 
-        record = solution_record(solution, config=f"{solution.strategy}@{args.budget}", strategy=solution.strategy,
-                                 budget={"generated_tokens": args.budget}, seed=args.seed, settings="",
-                                 problem=solution.problem)
-        print(f"report: {write_problem_report(record, args.report).resolve()}", file=args.terminal)
+        print(f"report: {write_solution_report(solution, args.budget, args.seed, args.report).resolve()}",
+              file=args.terminal)
     if args.json:
         print(json.dumps(solution.to_dict(with_candidates=False)))
     else:

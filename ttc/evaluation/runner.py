@@ -122,8 +122,7 @@ def record_provenance(path: Path) -> None:
     """The code version, commit and machine of each start of the run that ran on other code than the
     last (a resumed run may finish on other code than it began with, and its report says so). Written
     whole and then renamed: a kill mid-write never leaves a file that stops the next run."""
-    import os
-
+    from ttc.core.paths import write_whole
     from ttc.provenance import provenance
 
     try:
@@ -134,9 +133,7 @@ def record_provenance(path: Path) -> None:
     same = ("ttc_version", "commit", "dirty", "machine")
     if entries and all(entries[-1].get(k) == now[k] for k in same):
         return
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps([*entries, now], indent=2))
-    os.replace(partial, path)
+    write_whole(path, json.dumps([*entries, now], indent=2))
 
 
 def write_html_report(out: Path) -> tuple[str | None, str | None]:

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ttc.core.paths import write_whole
 from ttc.report.charts import overview_charts
 from ttc.report.data import MAX_DETAILS, run_data, solve_data
 
@@ -38,18 +39,17 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None, *, max_
     return path
 
 
-def write_whole(path: Path, text: str) -> None:
-    """Write then rename: a browser (or a second writer) never sees half a page."""
-    import os
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-
-
 def write_problem_report(record: dict[str, Any], out: str | Path) -> Path:
-    """The detail page of one solved problem (`ttc solve --report`), from its results-style record."""
+    """The detail page of one solved problem, from its results-style record."""
     path = Path(out)
     write_whole(path, render(solve_data(record), {}))
     return path
+
+
+def write_solution_report(solution, budget, seed: int | None, out: str | Path) -> Path:
+    """The detail page of one `ttc solve`: its Solution as the results line a run would have written."""
+    from ttc.evaluation.results import solution_record
+
+    record = solution_record(solution, config=f"{solution.strategy}@{budget}", strategy=solution.strategy,
+                             budget={"generated_tokens": budget}, seed=seed, settings="", problem=solution.problem)
+    return write_problem_report(record, out)
