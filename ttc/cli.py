@@ -268,11 +268,6 @@ def cmd_solve(args) -> int:
         with open(args.trace, "w") as fh:
             json.dump({**solution.to_dict(), "prompt": solution.problem.prompt, "trace": solution.trace}, fh,
                       indent=1, default=str)
-    if args.report:
-        from ttc.report import write_solution_report
-
-        print(f"report: {write_solution_report(solution, args.budget, args.seed, args.report).resolve()}",
-              file=args.terminal)
     if args.json:
         print(json.dumps(solution.to_dict(with_candidates=False)))
     else:
@@ -283,6 +278,11 @@ def cmd_solve(args) -> int:
         print(f"tokens: {u.generated_tokens} generated, {u.prompt_tokens} prompt "
               f"({u.cached_prompt_tokens} cached), {u.verifier_tokens} verifier; ~{u.flops:.3g} FLOPs")
         print(f"time: {u.wall_s:.2f} s")
+    if args.report:  # after the answer is out: a page that cannot be written loses nothing of the solve
+        from ttc.report import write_solution_report
+
+        print(f"report: {write_solution_report(solution, args.budget, args.seed, args.report).resolve()}",
+              file=args.terminal)
     return 0
 
 

@@ -283,3 +283,14 @@ def test_solve_writes_the_detail_page_of_one_problem(tmp_path, capsys):
     data = json.loads(re.search(r'id="report-data">(.*?)</script>', out.read_text(), re.S).group(1))
     assert data["kind"] == "problem" and data["details"][0]["prompt"] == "What is 6 * 7?"
     assert data["details"][0]["tree"]["chosen_path"]
+
+
+def test_a_page_that_cannot_be_written_is_an_error_naming_it_and_the_answer_is_still_printed(run, tmp_path, capsys):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    assert cli.main(["report", str(run), "--out", str(blocked / "r.html")]) == 1
+    assert f"out={str(blocked / 'r.html')!r} cannot be written" in capsys.readouterr().err
+    assert cli.main(["solve", "What is 6 * 7?", "--backend", "fake", "--budget", "256",
+                     "--report", str(blocked / "s.html")]) == 1
+    out = capsys.readouterr()
+    assert "answer: " in out.out and "report=" in out.err and "cannot be written" in out.err

@@ -7,7 +7,15 @@ from typing import Any
 
 from ttc.core.paths import write_whole
 from ttc.report.charts import overview_charts
-from ttc.report.data import MAX_DETAILS, run_data, solve_data
+from ttc.report.data import MAX_DETAILS, ReportError, run_data, solve_data
+
+
+def write_page(path: Path, text: str, option: str) -> Path:
+    """The page written whole; a folder that cannot take it is an error naming the option and the path."""
+    try:
+        return write_whole(path, text)
+    except OSError as exc:
+        raise ReportError(f"{option}={str(path)!r} cannot be written: {exc.strerror or exc}") from None
 
 
 def page_json(data: dict[str, Any]) -> str:
@@ -35,15 +43,12 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None, *, max_
     """report.html for the run in `run_dir` (by default inside it); returns its path."""
     data = run_data(run_dir, max_details=max_details)
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
-    write_whole(path, render(data, overview_charts(data)))
-    return path
+    return write_page(path, render(data, overview_charts(data)), "out")
 
 
 def write_problem_report(record: dict[str, Any], out: str | Path) -> Path:
     """The detail page of one solved problem, from its results-style record."""
-    path = Path(out)
-    write_whole(path, render(solve_data(record), {}))
-    return path
+    return write_page(Path(out), render(solve_data(record), {}), "report")
 
 
 def write_solution_report(solution, budget, seed: int | None, out: str | Path) -> Path:
