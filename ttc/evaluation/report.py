@@ -23,7 +23,7 @@ def _powers_of_two(n: int) -> list[int]:
     return ks
 
 
-def _scaling_curves(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+def scaling_curves(records: list[dict[str, Any]]) -> dict[str, Any] | None:
     """coverage@k, maj@k (and weighted@k / best-of@k with scores), subsampled from one large-N run."""
     # Judged: every candidate has a verdict (a reference answer, or a code problem's hidden tests).
     judged = [r for r in records if r["candidates"] and all(c["correct"] is not None for c in r["candidates"])]
@@ -71,7 +71,7 @@ def summarize(configs: Sequence[Any], records: list[dict[str, Any]]) -> dict[str
             "budget_used": sum(used) / len(used) if used else None,  # mean share of the token budget spent
         }
         # Scaling curves come from the largest budget of each strategy: one large-N run gives every k.
-        curves = _scaling_curves(rs) if c.label in largest else None
+        curves = scaling_curves(rs) if c.label in largest else None
         if curves:
             entry["scaling"] = curves
         summary["configs"][c.label] = entry

@@ -76,7 +76,7 @@ def scaling(by_config: dict[str, list[dict[str, Any]]], stats: list[dict[str, An
 
     `computed` is metrics.json's configurations: curves it holds for the same number of results are
     taken from it (the answer equivalence behind them is most of a report's time); others are computed."""
-    from ttc.evaluation.report import _scaling_curves
+    from ttc.evaluation.report import scaling_curves
 
     computed = computed or {}
     largest: dict[str, dict[str, Any]] = {}
@@ -93,7 +93,7 @@ def scaling(by_config: dict[str, list[dict[str, Any]]], stats: list[dict[str, An
         if known.get("problems") == s["problems"] and "scaling" in known:
             curves = known["scaling"]
         else:
-            curves = _scaling_curves(by_config[s["config"]])
+            curves = scaling_curves(by_config[s["config"]])
         if curves:
             out[strategy] = {"config": s["config"], **curves}
     return out
